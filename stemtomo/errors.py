@@ -1,0 +1,45 @@
+"""Exception hierarchy. The CLI turns every :class:`StemtomoError` into one red line and exit code 1.
+
+Messages say what went wrong, name the file or option and the bad value, and say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class StemtomoError(Exception):
+    """Base class of all errors stemtomo raises on purpose."""
+
+
+class InputError(StemtomoError):
+    """An input file is missing, unreadable, malformed or inconsistent."""
+
+
+class FileFormatError(InputError):
+    """A file exists but is not a valid file of the expected format."""
+
+
+class OutputError(StemtomoError):
+    """An output cannot be written (exists without overwrite, folder not writable, ...)."""
+
+
+class ParameterError(StemtomoError):
+    """An option or parameter value is out of its allowed range."""
+
+
+class DeviceError(StemtomoError):
+    """The requested compute device is not available."""
+
+
+class ModelFileError(InputError):
+    """A model or checkpoint file is of the wrong kind, a newer schema, or unsafe to load."""
+
+
+__all__ = [
+    "DeviceError",
+    "FileFormatError",
+    "InputError",
+    "ModelFileError",
+    "OutputError",
+    "ParameterError",
+    "StemtomoError",
+]

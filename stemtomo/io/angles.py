@@ -1,0 +1,61 @@
+"""Tilt-angle files: IMOD ``.rawtlt``/``.tlt`` and AreTomo angle files (first column used)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stemtomo.errors import InputError
+
+ANGLE_SUFFIXES = (".tlt", ".rawtlt")
+
+
+def read_angle_file(path: str | os.PathLike[str]) -> list[float]:
+    """Read one tilt angle (degrees) per line; blank lines and ``#`` comments are ignored.
+
+    Only the first whitespace-separated column is used (AreTomo files may carry more columns).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, empty, or a line is not a number.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: angle file not found; check the path or pass --angles")
+    angles: list[float] = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            value = float(text.replace(",", " ").split()[0])
+        except ValueError:
+            raise InputError(f"{p}:{lineno}: {line.strip()!r} is not a tilt angle in degrees") from None
+        if not np.isfinite(value):
+            raise InputError(f"{p}:{lineno}: tilt angle {value} is not finite")
+        angles.append(value)
+    if not angles:
+        raise InputError(f"{p}: angle file holds no angles")
+    return angles
+
+
+def format_angles(angles: Sequence[float]) -> str:
+    """IMOD-style text: one angle per line with two decimals."""
+    return "".join(f"{float(a):.2f}\n" for a in angles)
+
+
+def find_angle_file(stack_path: str | os.PathLike[str]) -> Path | None:
+    """An angle file beside the stack with the same stem (``ts.mrc`` → ``ts.tlt`` > ``ts.rawtlt``)."""
+    p = Path(stack_path)
+    for suffix in ANGLE_SUFFIXES:
+        cand = p.with_suffix(suffix)
+        if cand.is_file():
+            return cand
+    return None
+
+
+__all__ = ["ANGLE_SUFFIXES", "find_angle_file", "format_angles", "read_angle_file"]

@@ -1,0 +1,90 @@
+"""Multi-page TIFF reading and writing with ImageJ metadata (spacing and unit)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from stemtomo.errors import FileFormatError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def read_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
+    """Read a (multi-page) TIFF as float32 ``(n, ny, nx)`` and the pixel size in Å if recorded.
+
+    Raises
+    ------
+    FileFormatError
+        If the file is not a TIFF or its pages differ in shape.
+    """
+    import tifffile
+
+    p = Path(path)
+    try:
+        with tifffile.TiffFile(p) as tf:
+            shapes = {tuple(page.shape) for page in tf.pages}  # type: ignore[union-attr]
+            if len(shapes) > 1:
+                raise FileFormatError(
+                    f"{p}: TIFF pages differ in shape ({', '.join(str(s) for s in sorted(shapes))}); "
+                    "all images of a stack must have the same size"
+                )
+            arr = tf.asarray()
+            pixel = _pixel_size_angstrom(tf)
+    except FileFormatError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise FileFormatError(f"{p}: not a readable TIFF file ({exc})") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
+        # a single RGB(A) image: Rec. 709 luma
+        arr = arr[..., :3].astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    if arr.ndim == 4 and arr.shape[-1] in (3, 4):
+        arr = arr[..., :3].astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise FileFormatError(f"{p}: expected a stack of 2D images, got an array of shape {arr.shape}")
+    return np.asarray(arr, dtype=np.float32), pixel
+
+
+def _pixel_size_angstrom(tf: object) -> float | None:
+    ij = getattr(tf, "imagej_metadata", None) or {}
+    unit = str(ij.get("unit", "")).lower().replace("\\u00c5", "å")
+    page = tf.pages[0]  # type: ignore[attr-defined]
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    if num == 0:
+        return None
+    spacing = den / num  # units per pixel
+    factor = {"angstrom": 1.0, "å": 1.0, "a": 1.0, "nm": 10.0, "nanometer": 10.0, "micron": 1e4, "um": 1e4, "µm": 1e4}
+    if unit in factor:
+        return float(spacing * factor[unit])
+    return None
+
+
+def write_tiff(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    *,
+    pixel_size_angstrom: float | None = None,
+    dtype: type = np.float32,
+) -> None:
+    """Write a stack as an ImageJ-compatible multi-page TIFF (spacing in Å when known)."""
+    import tifffile
+
+    arr = np.ascontiguousarray(data, dtype=dtype)
+    if arr.ndim == 2:
+        arr = arr[None]
+    kwargs: dict[str, object] = {"imagej": True, "metadata": {"axes": "ZYX"}}
+    if pixel_size_angstrom:
+        kwargs["resolution"] = (1.0 / pixel_size_angstrom, 1.0 / pixel_size_angstrom)
+        kwargs["metadata"] = {"axes": "ZYX", "unit": "angstrom", "spacing": pixel_size_angstrom}
+    tifffile.imwrite(Path(path), arr, **kwargs)  # type: ignore[arg-type]
+
+
+__all__ = ["TIFF_SUFFIXES", "read_tiff", "write_tiff"]
