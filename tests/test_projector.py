@@ -82,6 +82,17 @@ def test_uniform_slab_chord_length(dtype: torch.dtype) -> None:
     assert torch.allclose(centre, expect.expand_as(centre), rtol=tol, atol=0)
 
 
+def test_slab_of_voxel_planes_gives_exact_chord() -> None:
+    # ones on the t central z-planes (the slab's voxel cells), zeros outside: P = t / cosθ exactly,
+    # the case of a simulated phantom with its uniform background inside the slab.
+    nz, t = 20, 8
+    vol = torch.zeros(nz, 3, 40, dtype=torch.float64)
+    vol[(nz - t) // 2 : (nz + t) // 2] = 1.0
+    proj = forward_project(vol, [0.0, 45.0], thickness_px=t)
+    assert float(proj[0, 1, 20]) == pytest.approx(t, rel=1e-12)
+    assert float(proj[1, 1, 20]) == pytest.approx(t * math.sqrt(2.0), rel=1e-12)
+
+
 def test_default_thickness_is_whole_volume() -> None:
     vol = torch.ones(12, 4, 40, dtype=torch.float64)
     proj = forward_project(vol, [0.0, 40.0])

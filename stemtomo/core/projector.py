@@ -8,8 +8,10 @@ Discretization
 --------------
 - The volume is the union of its voxel *cells* (width 1): inside the hull of the voxel centres the
   density is bilinear in ``(x, z)``; in the outer half-voxel it is constant (edge value); beyond the
-  cell boundaries ``|x| > nx/2`` it is zero. So a volume of ones projects to the exact chord length of
-  the box ``|x| ≤ nx/2, |z| ≤ thickness_px/2``.
+  cell boundaries ``|x| > nx/2`` it is zero. In z the same holds for the slab: samples with
+  ``(t-1)/2 < |z| ≤ t/2`` (``t = thickness_px``) take the value at ``|z| = (t-1)/2``, the outermost voxel
+  centre inside the slab when ``t`` and ``nz`` have the same parity. So a volume of ones, or ones on the
+  ``t`` central z-planes, projects to the exact chord length of the box ``|x| ≤ nx/2, |z| ≤ t/2``.
 - Rays are clipped to the slab ``|z| ≤ thickness_px/2`` (default: ``nz/2``, the whole volume). At tilt θ
   every ray crosses the slab over the same length ``thickness_px / cosθ``; it is split into
   ``S = ceil(samples_per_voxel · thickness_px / cosθ)`` equal steps ``Δ`` sampled at their midpoints,
@@ -126,8 +128,9 @@ def _batch_grid(
     inside = (x.abs() <= nx / 2.0) & (k < k1)
     weight = torch.where(inside, step, torch.zeros((), **kw))
     cx, cz = (nx - 1) / 2.0, (nz - 1) / 2.0
+    zc = min(cz, max(half - 0.5, 0.0))  # outermost voxel centre of the slab: constant in its outer half cell
     gx = x.clamp(-cx, cx) / cx if cx > 0 else torch.zeros_like(x)
-    gz = z.clamp(-cz, cz) / cz if cz > 0 else torch.zeros_like(z)
+    gz = z.clamp(-zc, zc) / cz if cz > 0 else torch.zeros_like(z)
     grid = torch.stack((gx, gz), dim=-1).permute(1, 0, 2, 3).reshape(1, n_s, len(batch) * n_u, 2)
     return grid, weight.permute(1, 0, 2).reshape(n_s, len(batch) * n_u)
 
