@@ -33,6 +33,7 @@ from stemtomo.core.geometry import check_angles, length_unit_px, raw_to_aligned
 from stemtomo.core.imaging import DEFAULT_KAPPA, linearize, normalized_intensities
 from stemtomo.errors import ParameterError
 from stemtomo.recon.filters import angular_weights, filter_name, filter_rows
+from stemtomo.recon.sirt import SIRTConfig, sirt
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,8 @@ class WBPConfig:
     """Volume depth in voxels; None: ``thickness_px`` rounded, or the image width if that is None too."""
     bin_factor: int = 1
     """Average-bin the images by this factor in x and y before reconstruction (pixel size × factor)."""
-    iterations: int = 20
-    """SIRT iterations."""
-    relaxation: float = 1.0
-    """SIRT relaxation λ in (0, 2)."""
-    positivity: bool = False
-    """SIRT: clamp the density at 0 after every iteration."""
+    sirt: SIRTConfig = dataclasses.field(default_factory=SIRTConfig)
+    """SIRT settings (used when ``method == "sirt"``)."""
     chunk_elements: int = 1 << 24
     """Memory bound: elements of the per-chunk back-projection buffer (tilts × y-slices × nz × nx)."""
 
@@ -74,10 +71,14 @@ class WBPConfig:
             raise ParameterError(f"--nz {self.nz}: the volume depth must be ≥ 1 voxel")
         if self.bin_factor < 1:
             raise ParameterError(f"--bin {self.bin_factor}: the binning factor must be ≥ 1")
-        if self.iterations < 1:
-            raise ParameterError(f"--iterations {self.iterations}: SIRT needs at least 1 iteration")
-        if not 0.0 < self.relaxation < 2.0:
-            raise ParameterError(f"--relaxation {self.relaxation:g}: SIRT converges only for 0 < λ < 2")
+        if self.nz is not None and self.thickness_px is not None and self.thickness_px > self.nz + 1e-6:
+            raise ParameterError(
+                f"--thickness-px {self.thickness_px:g} is larger than --nz {self.nz}; the slab must fit in the volume"
+            )
+        if self.sirt.iterations < 1:
+            raise ParameterError(f"--iterations {self.sirt.iterations}: SIRT needs at least 1 iteration")
+        if not 0.0 < self.sirt.relaxation < 2.0:
+            raise ParameterError(f"--relaxation {self.sirt.relaxation:g}: SIRT converges only for 0 < λ < 2")
         if self.chunk_elements < 1:
             raise ParameterError(f"chunk_elements {self.chunk_elements}: must be ≥ 1")
 
@@ -249,11 +250,14 @@ def default_geometry(config: WBPConfig, n_u: int) -> tuple[int, float | None]:
     """Volume depth and slab thickness (voxels) for a config and an aligned image width ``n_u``.
 
     Without a thickness the volume is a cube-like ``nz = n_u`` (a generous slab: any specimen thinner than
-    the image is wide fits) and nothing is masked.
+    the image is wide fits) and nothing is masked. With a thickness and no ``nz``, ``nz = ceil(thickness)``.
     """
     thickness = config.thickness_px
-    nz = config.nz if config.nz is not None else (max(1, round(thickness)) if thickness is not None else n_u)
-    return nz, thickness
+    if config.nz is not None:
+        return config.nz, thickness
+    if thickness is None:
+        return n_u, None
+    return max(1, math.ceil(thickness - 1e-6)), thickness
 
 
 def half_set_indices(tilt_angles_deg: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -281,11 +285,11 @@ def reconstruct(
         vol = wbp(line_integrals, tilt_angles_deg, nz, filter=config.filter, thickness_px=thickness,
                   chunk_elements=config.chunk_elements, progress=progress)
         return vol, info
-    from stemtomo.recon.sirt import sirt
-
+    sc = config.sirt
     vol, residuals = sirt(
-        line_integrals, tilt_angles_deg, nz, iterations=config.iterations, relaxation=config.relaxation,
-        positivity=config.positivity, thickness_px=thickness, progress=progress,
+        line_integrals, tilt_angles_deg, nz, iterations=sc.iterations, relaxation=sc.relaxation,
+        positivity=sc.positivity, thickness_px=thickness, samples_per_voxel=sc.samples_per_voxel,
+        progress=progress,
     )
     info["residual_norms"] = residuals
     return vol, info
