@@ -1,0 +1,179 @@
+"""The evaluation protocol on arrays: volume vs reference (3D + 2D metrics) and stack vs stack.
+
+Steps for volumes (METHOD.md §8.2–8.3):
+
+1. the reference is resampled to the volume's shape if needed (:func:`resample_to_shape`, linear);
+2. optionally the volume is aligned to the reference (:mod:`stemtomo.eval.align`);
+3. both are min–max normalized to [0, 1];
+4. 3D: MSE, PSNR (data_range 1), SSIM (7³ uniform window, ``ssim_data_range``), DSSIM, optionally on a mask;
+5. 2D: the test-projection protocol (:mod:`stemtomo.eval.projections`) on the normalized volumes.
+
+Result dictionaries use flat metric keys (``psnr_3d``, ``mse_3d``, ``ssim_3d``, ``dssim_3d``, ``psnr_2d``,
+``mse_2d``, ``dssim_2d`` and ``*_std``) plus detail sections; PSNR of identical inputs is ``+inf``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from stemtomo.errors import ParameterError
+from stemtomo.eval.align import AlignConfig, align_volume, apply_transform
+from stemtomo.eval.metrics import SSIM_WINDOW, dssim, minmax_torch, psnr_from_mse, ssim
+from stemtomo.eval.projections import ProjectionConfig, images_metrics, projection_metrics
+
+log = logging.getLogger(__name__)
+
+MAX_ANISOTROPY = 1.1
+"""Largest ratio between per-axis zoom factors accepted when resampling a reference."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Settings of the evaluation protocol."""
+
+    ssim_data_range: float = 1.0
+    """SSIM ``data_range`` (3D and 2D). 1 is correct after min–max normalization; 2 reproduces the paper's
+    skimage-0.19 numbers (METHOD.md §8.2). PSNR always uses 1."""
+    align: bool = False
+    """Search flips / transpose / integer shifts of the volume before scoring."""
+    align_config: AlignConfig = AlignConfig()
+    """How the alignment searches."""
+    projections: ProjectionConfig = ProjectionConfig()
+    """The 2D test-projection protocol (``count = 0`` skips it)."""
+    metrics_3d: bool = True
+    """Compute the 3D metrics."""
+
+
+def resample_to_shape(reference: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Resample ``reference`` to ``shape`` with ``scipy.ndimage.zoom`` (order 1, linear).
+
+    Raises
+    ------
+    ParameterError
+        If the number of axes differs or the per-axis zoom factors differ by more than 10 % (resampling would
+        distort the specimen: crop or pad one of the volumes instead).
+    """
+    from scipy.ndimage import zoom
+
+    if reference.ndim != len(shape):
+        raise ParameterError(f"reference has shape {reference.shape} but the volume {tuple(shape)}: cannot compare")
+    factors = np.array(shape, dtype=np.float64) / np.array(reference.shape, dtype=np.float64)
+    if factors.max() / factors.min() > MAX_ANISOTROPY:
+        raise ParameterError(
+            f"reference shape {reference.shape} cannot be resampled to the volume shape {tuple(shape)} without "
+            f"distorting it (zoom factors {', '.join(f'{f:.3g}' for f in factors)}); crop or pad one of them"
+        )
+    out = zoom(reference.astype(np.float32), factors, order=1, grid_mode=False)
+    if out.shape != tuple(shape):  # zoom rounds the output shape; it is exact for these factors
+        raise ParameterError(f"resampling gave shape {out.shape}, expected {tuple(shape)}")
+    return out
+
+
+def evaluate_volumes(
+    volume: torch.Tensor,
+    reference: torch.Tensor,
+    config: EvalConfig = EvalConfig(),
+    mask: np.ndarray | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """3D and 2D metrics of ``volume`` against ``reference`` (both ``(nz, ny, nx)``, same shape).
+
+    Runs on the device of ``volume``. ``mask`` (bool, same shape, reference frame) restricts the 3D metrics;
+    ``callback(done, total)`` reports the 2D projections.
+
+    Returns
+    -------
+    dict: flat metric keys (see the module docstring), ``align`` (the transform found or None),
+    ``settings_3d`` and ``details_2d`` (per-projection values, angles, protocol).
+
+    Raises
+    ------
+    ParameterError
+        Shapes differ, volumes are smaller than the SSIM window, empty mask.
+    """
+    if volume.dim() != 3 or tuple(volume.shape) != tuple(reference.shape):
+        raise ParameterError(
+            f"volume and reference must be 3D of equal shape, got {tuple(volume.shape)} and {tuple(reference.shape)}"
+        )
+    out: dict[str, Any] = {"shape": list(volume.shape)}
+    vol = volume.to(torch.float64)
+    ref = reference.to(device=vol.device, dtype=torch.float64)
+    out["align"] = None
+    if config.align:
+        res = align_volume(vol, ref, config.align_config)
+        vol = apply_transform(vol, res.flip_zyx, res.transpose_yx, res.shift_zyx)
+        out["align"] = res.to_dict()
+        log.info(
+            "alignment: flips z,y,x %s, transpose y/x %s, shift %s (correlation %.3f → %.3f)",
+            res.flip_zyx, res.transpose_yx, res.shift_zyx, res.correlation_before, res.correlation,
+        )
+    dims = (0, 1, 2)
+    vol, ref = minmax_torch(vol, dims), minmax_torch(ref, dims)
+    if config.metrics_3d:
+        out |= _metrics_3d(vol, ref, config.ssim_data_range, mask)
+    if config.projections.count > 0:
+        pcfg = dataclasses.replace(config.projections, ssim_data_range=config.ssim_data_range)
+        two = projection_metrics(vol, ref, pcfg, callback)
+        details = {k: two.pop(k) for k in ("per_projection", "protocol")}
+        out |= two
+        out["details_2d"] = details
+    return out
+
+
+def _metrics_3d(vol: torch.Tensor, ref: torch.Tensor, data_range: float, mask: np.ndarray | None) -> dict[str, Any]:
+    if mask is not None:
+        m = np.asarray(mask).astype(bool)
+        if m.shape != tuple(vol.shape):
+            raise ParameterError(f"mask shape {m.shape} does not match the volume shape {tuple(vol.shape)}")
+        if not m.any():
+            raise ParameterError("the mask selects no voxel; check --mask / --slab-only")
+        sel = torch.as_tensor(m, device=vol.device)
+        mse_value = float(((vol - ref)[sel] ** 2).mean())
+    else:
+        mse_value = float(((vol - ref) ** 2).mean())
+    ssim_value = ssim(vol, ref, data_range=data_range, mask=mask)
+    return {
+        "psnr_3d": psnr_from_mse(mse_value),
+        "mse_3d": mse_value,
+        "ssim_3d": ssim_value,
+        "dssim_3d": dssim(ssim_value),
+        "settings_3d": {
+            "normalization": "min-max of each whole volume",
+            "psnr_data_range": 1.0,
+            "ssim_data_range": data_range,
+            "ssim_window": SSIM_WINDOW,
+            "masked_voxels": int(np.count_nonzero(mask)) if mask is not None else None,
+        },
+    }
+
+
+def evaluate_stacks(stack: torch.Tensor, reference: torch.Tensor, config: EvalConfig = EvalConfig()) -> dict[str, Any]:
+    """Image-by-image comparison of two tilt series ``(n, ny, nx)``: per-image min–max, PSNR (data_range 1),
+    MSE, DSSIM; mean ± std and the per-image values (``per_image``).
+
+    Raises
+    ------
+    ParameterError
+        If the image counts or image shapes differ, or images are smaller than the SSIM window.
+    """
+    if stack.dim() != 3 or tuple(stack.shape) != tuple(reference.shape):
+        raise ParameterError(
+            f"stacks must have the same number and size of images, got {tuple(stack.shape)} and {tuple(reference.shape)}"
+        )
+    out = images_metrics(stack, reference.to(stack.device), config.ssim_data_range)
+    out["settings_2d"] = {
+        "normalization": "per-image min-max",
+        "psnr_data_range": 1.0,
+        "ssim_data_range": config.ssim_data_range,
+        "ssim_window": SSIM_WINDOW,
+    }
+    return {"shape": list(stack.shape)} | out
+
+
+__all__ = ["MAX_ANISOTROPY", "EvalConfig", "evaluate_stacks", "evaluate_volumes", "resample_to_shape"]
