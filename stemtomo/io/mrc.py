@@ -17,14 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from stemtomo.errors import FileFormatError, InputError
+from stemtomo.errors import FileFormatError, InputError, ParameterError
+from stemtomo.io._dtypes import cast_for_output
 
 log = logging.getLogger(__name__)
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".rec", ".map", ".preali", ".mrcz")
 HEADER_BYTES = 1024
-_MODE_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 4: np.complex64, 6: np.uint16, 12: np.float16}
+_MODE_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
+_MODE_NAMES = {3: "complex int16", 4: "complex float32", 16: "RGB", 101: "4-bit packed"}
 _MAX_DIM = 1 << 17  # 131072 px along any axis is beyond any detector
+IMOD_STAMP = 1146047817
+#: dtypes :func:`write_mrc` accepts (MRC modes 2, 1, 6, 12, 0).
+WRITE_DTYPES = (np.float32, np.int16, np.uint16, np.float16, np.int8)
 
 
 @dataclass
@@ -42,6 +47,11 @@ class MrcHeaderInfo:
     nreal: int = 0
     labels: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    byte_order: str = "<"
+    imod_stamp: bool = False
+    imod_flags: int = 0
+    y_inverted: bool = False
+    unsigned_bytes: bool = False
 
 
 def _read_raw_header(path: Path) -> dict[str, Any]:
@@ -69,7 +79,11 @@ def _read_raw_header(path: Path) -> dict[str, Any]:
                 f"{path}: not a valid MRC file (header dimensions {nx}×{ny}×{nz} are absurd); check the file"
             )
     if mode not in _MODE_DTYPES:
-        raise FileFormatError(f"{path}: unsupported MRC mode {mode}; supported modes are 0, 1, 2, 6, 12")
+        what = f" ({_MODE_NAMES[mode]})" if mode in _MODE_NAMES else ""
+        raise FileFormatError(
+            f"{path}: unsupported MRC mode {mode}{what}; supported modes are 0, 1, 2, 6, 12 "
+            "(convert with IMOD newstack -mode 2)"
+        )
     nsymbt = int(np.frombuffer(raw[92:96], dtype=endian + "i4")[0])
     if nsymbt < 0 or nsymbt > size:
         raise FileFormatError(f"{path}: extended header size {nsymbt} is invalid; the file is corrupt")
@@ -80,7 +94,26 @@ def _read_raw_header(path: Path) -> dict[str, Any]:
             f"{path}: truncated MRC file: header promises {nx}×{ny}×{nz} mode-{mode} values "
             f"({need} bytes) but the file has {size} bytes; re-copy the file"
         )
-    return {"raw": raw, "endian": endian, "shape": (nz, ny, nx), "mode": mode, "nsymbt": nsymbt}
+    return {"raw": raw, "endian": endian, "shape": (nz, ny, nx), "mode": mode, "nsymbt": nsymbt, **_imod_fields(raw, endian)}
+
+
+def _imod_fields(raw: bytes, endian: str) -> dict[str, Any]:
+    """Fields IMOD interprets beyond MRC2014: byte signedness and Y inversion (CONVENTIONS §2.3, §2.6)."""
+
+    def i4(offset: int) -> int:
+        return int(np.frombuffer(raw[offset : offset + 4], dtype=endian + "i4")[0])
+
+    nint, nreal = (int(v) for v in np.frombuffer(raw[128:132], dtype=endian + "i2"))
+    stamp = i4(152) == IMOD_STAMP
+    flags = i4(156) if stamp else 0
+    nversion = i4(108)
+    mapr = i4(68)
+    exttyp = raw[104:108].decode("ascii", "replace")
+    standard = 20140 <= nversion < 20400
+    y_inverted = (not stamp and exttyp.startswith("FEI") and nversion == 20140) or mapr == -2
+    unsigned = not (standard or (stamp and flags & 1))
+    return {"nint": nint, "nreal": nreal, "imod_stamp": stamp, "imod_flags": flags,
+            "y_inverted": y_inverted, "unsigned_bytes": unsigned}
 
 
 def read_mrc(path: str | os.PathLike[str]) -> tuple[np.ndarray, MrcHeaderInfo]:
@@ -95,8 +128,9 @@ def read_mrc(path: str | os.PathLike[str]) -> tuple[np.ndarray, MrcHeaderInfo]:
 
     p = Path(path)
     raw = _read_raw_header(p)  # size and sanity checks before mrcfile maps anything
-    nint, nreal = (int(v) for v in np.frombuffer(raw["raw"][128:132], dtype=raw["endian"] + "i2"))
     notes: list[str] = []
+    if raw["raw"][208:212] != b"MAP ":
+        notes.append("no 'MAP ' signature at byte 208 (pre-2000 or non-standard writer)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -110,6 +144,11 @@ def read_mrc(path: str | os.PathLike[str]) -> tuple[np.ndarray, MrcHeaderInfo]:
         data = np.asarray(mrc.data)
         if data.ndim == 2:
             data = data[None]
+        if raw["mode"] == 0 and raw["unsigned_bytes"]:
+            data = data.view(np.uint8)  # IMOD: bytes are unsigned unless MRC2014 or imodFlags bit 1
+        if raw["y_inverted"]:
+            data = data[:, ::-1, :]  # FEI/Thermo top-row-first file: flip as IMOD does
+            log.info("%s: rows stored top-first (FEI/Thermo MRC2014 or mapr = -2); flipped as IMOD does", p)
         arr = np.array(data, dtype=np.float32)  # copy out of the memory map
         h = mrc.header
         vs = float(mrc.voxel_size.x)
@@ -120,17 +159,31 @@ def read_mrc(path: str | os.PathLike[str]) -> tuple[np.ndarray, MrcHeaderInfo]:
             ispg=int(h.ispg),
             exttyp=bytes(h.exttyp).decode("ascii", "replace").strip("\x00 "),
             nversion=int(h.nversion),
-            extended_header=bytes(mrc.extended_header.tobytes()) if mrc.extended_header is not None else b"",
-            nint=nint,
-            nreal=nreal,
-            labels=[bytes(lab).decode("ascii", "replace").strip("\x00 ") for lab in h.label[: int(h.nlabl)]],
+            extended_header=_read_extended_bytes(p, raw["nsymbt"]),
+            nint=raw["nint"],
+            nreal=raw["nreal"],
+            labels=[bytes(lab).decode("ascii", "replace").strip("\x00 ") for lab in h.label[: min(10, max(0, int(h.nlabl)))]],
             warnings=notes,
+            byte_order=raw["endian"],
+            imod_stamp=raw["imod_stamp"],
+            imod_flags=raw["imod_flags"],
+            y_inverted=raw["y_inverted"],
+            unsigned_bytes=raw["mode"] == 0 and raw["unsigned_bytes"],
         )
     finally:
         mrc.close()
     for note in notes:
         log.warning("%s: non-conforming MRC header read permissively: %s", p, note)
     return arr, info
+
+
+def _read_extended_bytes(path: Path, nbytes: int) -> bytes:
+    """The raw extended header (``nbytes`` after the 1024-byte header; size already checked)."""
+    if nbytes <= 0:
+        return b""
+    with open(path, "rb") as fh:
+        fh.seek(HEADER_BYTES)
+        return fh.read(nbytes)
 
 
 def write_mrc(
@@ -147,11 +200,21 @@ def write_mrc(
     Parameters
     ----------
     is_stack : mark the file as an image stack (ispg 0, tilt series) rather than a volume (ispg 1).
-    dtype : float32 (mode 2, default), int16 (1), uint16 (6), float16 (12) or int8 (0).
+    dtype : float32 (mode 2, default), int16 (1), uint16 (6), float16 (12) or int8 (0). Integer output
+        is rounded; values that do not fit are an error (rescale first), never silently wrapped.
+
+    Raises
+    ------
+    ParameterError
+        If ``dtype`` is not one of the above or the values do not fit it.
     """
     import mrcfile
 
-    arr = np.ascontiguousarray(data, dtype=dtype)
+    if np.dtype(dtype) not in [np.dtype(d) for d in WRITE_DTYPES]:
+        raise ParameterError(
+            f"{path}: MRC output dtype {np.dtype(dtype).name} is not supported; use float32, int16, uint16, float16 or int8"
+        )
+    arr = cast_for_output(data, dtype, path)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path}: can only write 2D or 3D arrays as MRC, got shape {arr.shape}")
     with mrcfile.new(Path(path), overwrite=True) as mrc:
@@ -172,4 +235,4 @@ def write_mrc(
         mrc.update_header_stats()
 
 
-__all__ = ["MRC_SUFFIXES", "MrcHeaderInfo", "read_mrc", "write_mrc"]
+__all__ = ["IMOD_STAMP", "MRC_SUFFIXES", "WRITE_DTYPES", "MrcHeaderInfo", "read_mrc", "write_mrc"]

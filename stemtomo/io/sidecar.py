@@ -161,9 +161,23 @@ def read_sidecar(path: str | os.PathLike[str]) -> Metadata | None:
     InputError
         If the sidecar is not valid YAML, not a mapping, or has a newer major schema version.
     """
+    data = load_sidecar_dict(path)
+    return None if data is None else Metadata.from_dict(data, source=str(sidecar_path(path)))
+
+
+def load_sidecar_dict(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The parsed sidecar of ``path`` as a plain dictionary (None if there is none); schema not checked.
+
+    Raises
+    ------
+    InputError
+        If the sidecar is not valid YAML or not a mapping.
+    """
     sc = sidecar_path(path)
     if not sc.exists():
         return None
+    if not sc.is_file():
+        raise InputError(f"{sc}: sidecar path is not a file; remove it")
     try:
         data = yaml.safe_load(sc.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -173,7 +187,7 @@ def read_sidecar(path: str | os.PathLike[str]) -> Metadata | None:
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"{sc}: sidecar must be a YAML mapping, got {type(data).__name__}; fix or delete it")
-    return Metadata.from_dict(data, source=str(sc))
+    return data
 
 
 def dump_sidecar(meta: Metadata) -> str:
@@ -215,6 +229,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Metadata",
     "dump_sidecar",
+    "load_sidecar_dict",
     "make_provenance",
     "read_sidecar",
     "sha256_file",

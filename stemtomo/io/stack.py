@@ -20,7 +20,7 @@ from stemtomo.errors import InputError
 from stemtomo.io.angles import find_angle_file, read_angle_file
 from stemtomo.io.mrc import MRC_SUFFIXES, MrcHeaderInfo, read_mrc, write_mrc
 from stemtomo.io.safety import AtomicOutputs, check_output
-from stemtomo.io.sidecar import Metadata, dump_sidecar, read_sidecar, sidecar_path
+from stemtomo.io.sidecar import Metadata, dump_sidecar, load_sidecar_dict, sidecar_path
 from stemtomo.io.tiff import TIFF_SUFFIXES, read_tiff, write_tiff
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,14 @@ class Image:
     meta : resolved metadata (sidecar merged with header, angle files and explicit options).
     path : the file it came from (None for arrays made in memory).
     header : MRC header information when read from MRC.
+    sources : where each resolved field came from (``tilt_angles_deg`` → ``"sidecar"``, ...).
     """
 
     data: np.ndarray
     meta: Metadata
     path: Path | None = None
     header: MrcHeaderInfo | None = None
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def tilt_angles_deg(self) -> np.ndarray:
@@ -79,11 +81,150 @@ def read_array(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, 
 
 
 def check_finite(data: np.ndarray, path: Path | None, *, allow: bool = False) -> int:
-    """Count non-finite values; raise unless ``allow`` (then the caller warns and proceeds)."""
+    """Count non-finite values; raise unless ``allow`` (then a warning with the count is logged).
+
+    Raises
+    ------
+    InputError
+        If there are NaN/Inf values and ``allow`` is False; the message gives the count.
+    """
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if bad and not allow:
         raise InputError(f"{path}: {bad} NaN/Inf values in the data; clean the file (e.g. IMOD clip) first")
+    if bad:
+        log.warning("%s: %d NaN/Inf values in the data", path, bad)
     return bad
+
+
+def _sidecar_meta(path: Path, data: np.ndarray, kind: str) -> tuple[Metadata, set[str]]:
+    """The sidecar's metadata (or defaults) and the keys it set, cross-checked against the array."""
+    raw = load_sidecar_dict(path)
+    if raw is None:
+        return Metadata(kind=kind), set()
+    meta = Metadata.from_dict(raw, source=str(sidecar_path(path)))
+    if meta.shape is not None:
+        shape = list(data.shape)
+        if meta.shape != shape and not (data.shape[0] == 1 and meta.shape == shape[1:]):
+            raise InputError(
+                f"{path}: sidecar {sidecar_path(path).name} says shape {tuple(meta.shape)} but the file holds "
+                f"{tuple(shape)}; the sidecar belongs to another file: fix or delete it"
+            )
+    return meta, {k for k, v in raw.items() if v is not None}
+
+
+class _Lazy:
+    """Header sources (``.mdoc``, extended header) parsed only when a field needs them."""
+
+    def __init__(self, path: Path, header: MrcHeaderInfo | None) -> None:
+        self.path, self.header = path, header
+        self._mdoc: dict[str, Any] | None = None
+        self._ext: dict[str, Any] | None = None
+
+    def mdoc(self) -> dict[str, Any]:
+        if self._mdoc is None:
+            from stemtomo.io.mdoc import find_mdoc, read_mdoc_metadata
+
+            found = find_mdoc(self.path)
+            self._mdoc = read_mdoc_metadata(found) if found is not None else {}
+        return self._mdoc
+
+    def ext(self) -> dict[str, Any]:
+        if self._ext is None:
+            from stemtomo.io.exthdr import parse_extended_header
+
+            self._ext = parse_extended_header(self.header) if self.header is not None else {}
+        return self._ext
+
+
+def resolve_stack_metadata(
+    path: Path,
+    data: np.ndarray,
+    header: MrcHeaderInfo | None,
+    header_pixel: float | None,
+    *,
+    angles: str | os.PathLike[str] | Sequence[float] | None = None,
+    pixel_size_angstrom: float | None = None,
+    tilt_axis_angle_deg: float | None = None,
+) -> tuple[Metadata, dict[str, str]]:
+    """Metadata of a tilt series and where each field came from (the angle count is not checked here).
+
+    Precedence, per field: explicit argument > sidecar > angle file beside the stack (``.tlt`` >
+    ``.rawtlt``, angles only) > ``.mdoc`` beside the stack > MRC extended header / title label > the MRC
+    header's voxel size (pixel size only). Header sources are only parsed when needed, so a malformed
+    ``.mdoc`` does not matter when the sidecar already has everything.
+
+    Returns
+    -------
+    (Metadata, sources)
+        ``sources`` maps ``tilt_angles_deg``, ``pixel_size_angstrom`` and ``tilt_axis_angle_deg`` to a
+        description of their source (``"--angles"``, ``"sidecar"``, a file name, ...), and may hold
+        ``header_tilt_axis_angle_deg``: an FEI header tilt axis that was not applied.
+    """
+    meta, keys = _sidecar_meta(path, data, "tilt_series")
+    if meta.kind == "volume":
+        raise InputError(f"{path}: sidecar says this is a volume, expected a tilt series")
+    meta.kind, meta.axes, meta.shape = "tilt_series", "tyx", list(data.shape)
+    lazy, sources = _Lazy(path, header), {}
+    if angles is not None:
+        if isinstance(angles, (str, os.PathLike)):
+            meta.tilt_angles_deg, sources["tilt_angles_deg"] = read_angle_file(angles), str(angles)
+        else:
+            meta.tilt_angles_deg, sources["tilt_angles_deg"] = [float(a) for a in angles], "--angles"
+    elif "tilt_angles_deg" in keys:
+        sources["tilt_angles_deg"] = "sidecar"
+    elif (found := find_angle_file(path)) is not None:
+        meta.tilt_angles_deg, sources["tilt_angles_deg"] = read_angle_file(found), str(found)
+    else:
+        for src in (lazy.mdoc, lazy.ext):
+            if src().get("tilt_angles_deg") is not None:
+                meta.tilt_angles_deg = [float(a) for a in src()["tilt_angles_deg"]]
+                sources["tilt_angles_deg"] = src()["source"]
+                break
+    if pixel_size_angstrom is not None:
+        meta.pixel_size_angstrom, sources["pixel_size_angstrom"] = float(pixel_size_angstrom), "--pixel-size"
+    elif "pixel_size_angstrom" in keys:
+        sources["pixel_size_angstrom"] = "sidecar"
+    else:
+        found_px = next((src() for src in (lazy.mdoc, lazy.ext) if src().get("pixel_size_angstrom")), None)
+        if found_px is not None:
+            meta.pixel_size_angstrom = float(found_px["pixel_size_angstrom"])
+            sources["pixel_size_angstrom"] = found_px["source"]
+        elif header_pixel is not None:
+            meta.pixel_size_angstrom, sources["pixel_size_angstrom"] = header_pixel, "MRC/TIFF header"
+    if tilt_axis_angle_deg is not None:
+        meta.tilt_axis_angle_deg = float(tilt_axis_angle_deg)
+        sources["tilt_axis_angle_deg"] = "--tilt-axis-angle"
+    elif "tilt_axis_angle_deg" in keys:
+        sources["tilt_axis_angle_deg"] = "sidecar"
+    else:
+        found_ax = next((src() for src in (lazy.mdoc, lazy.ext) if src().get("tilt_axis_angle_deg") is not None), None)
+        if found_ax is not None:
+            meta.tilt_axis_angle_deg = float(found_ax["tilt_axis_angle_deg"])
+            sources["tilt_axis_angle_deg"] = found_ax["source"]
+        elif lazy.ext().get("header_tilt_axis_angle_deg") is not None:
+            sources["header_tilt_axis_angle_deg"] = str(lazy.ext()["header_tilt_axis_angle_deg"])
+            log.warning(
+                "%s: the extended header gives a tilt axis of %.2f° (FEI convention, unverified against "
+                "IMOD's); not applied: pass the tilt-axis angle explicitly to use it",
+                path, lazy.ext()["header_tilt_axis_angle_deg"],
+            )
+    return meta, sources
+
+
+def check_angle_count(meta: Metadata, n_images: int, path: Path | None, source: str | None = None) -> None:
+    """Raise if the number of tilt angles differs from the number of images (naming both counts).
+
+    Raises
+    ------
+    InputError
+        If ``len(meta.tilt_angles_deg) != n_images``.
+    """
+    if meta.tilt_angles_deg is not None and len(meta.tilt_angles_deg) != n_images:
+        where = f" (from {source})" if source else ""
+        raise InputError(
+            f"{path}: {len(meta.tilt_angles_deg)} tilt angles{where} but {n_images} images; "
+            "the counts must match"
+        )
 
 
 def read_stack(
@@ -93,96 +234,64 @@ def read_stack(
     pixel_size_angstrom: float | None = None,
     tilt_axis_angle_deg: float | None = None,
     require_angles: bool = False,
+    allow_nonfinite: bool = False,
 ) -> Image:
-    """Read a tilt series ``(n_tilts, ny, nx)`` with resolved angles and pixel size.
+    """Read a tilt series ``(n_tilts, ny, nx)`` with resolved angles, pixel size and tilt axis.
 
     Parameters
     ----------
     angles : an angle file or a sequence of angles (degrees); overrides every other source.
     pixel_size_angstrom, tilt_axis_angle_deg : explicit values override sidecar and headers.
     require_angles : raise if no angles can be found.
+    allow_nonfinite : log a warning with the count of NaN/Inf values instead of raising.
+
+    Precedence for each field: explicit argument > sidecar > angle file beside the stack (same stem)
+    > ``.mdoc`` > extended header (see :func:`resolve_stack_metadata`).
 
     Raises
     ------
     InputError
-        Missing/unreadable file, NaN/Inf values, angle count ≠ image count, or (with require_angles) no angles.
+        Missing/unreadable file, NaN/Inf values, a sidecar that does not match the array, angle count ≠
+        image count, or (with require_angles) no angles.
     """
     p = Path(path)
     data, header_pixel, header = read_array(p)
-    check_finite(data, p)
-    meta = read_sidecar(p) or Metadata(kind="tilt_series")
-    if meta.kind == "volume":
-        raise InputError(f"{p}: sidecar says this is a volume, expected a tilt series")
-    meta.kind = "tilt_series"
-    meta.axes = "tyx"
-    source = "sidecar"
-    resolved: list[float] | None = meta.tilt_angles_deg
-    if angles is not None:
-        if isinstance(angles, (str, os.PathLike)):
-            resolved, source = read_angle_file(angles), str(angles)
-        else:
-            resolved, source = [float(a) for a in angles], "--angles"
-    elif resolved is None:
-        found = find_angle_file(p)
-        if found is not None:
-            resolved, source = read_angle_file(found), str(found)
-        else:
-            ext = _header_metadata(p, header)
-            resolved = ext.get("tilt_angles_deg")
-            source = ext.get("source", "header")
-            if header_pixel is None and ext.get("pixel_size_angstrom"):
-                header_pixel = ext["pixel_size_angstrom"]
-            if ext.get("tilt_axis_angle_deg") is not None and tilt_axis_angle_deg is None:
-                meta.tilt_axis_angle_deg = float(ext["tilt_axis_angle_deg"])
-    if resolved is not None and len(resolved) != data.shape[0]:
+    check_finite(data, p, allow=allow_nonfinite)
+    meta, sources = resolve_stack_metadata(
+        p, data, header, header_pixel,
+        angles=angles, pixel_size_angstrom=pixel_size_angstrom, tilt_axis_angle_deg=tilt_axis_angle_deg,
+    )
+    check_angle_count(meta, data.shape[0], p, sources.get("tilt_angles_deg"))
+    if meta.tilt_angles_deg is None and require_angles:
         raise InputError(
-            f"{p}: {len(resolved)} tilt angles (from {source}) but {data.shape[0]} images; "
-            "the counts must match"
+            f"{p}: no tilt angles found; pass --angles FILE (.rawtlt/.tlt) or put "
+            f"{p.with_suffix('.rawtlt').name} beside it"
         )
-    if resolved is None and require_angles:
-        raise InputError(
-            f"{p}: no tilt angles found; pass --angles FILE (.rawtlt/.tlt) or put {p.with_suffix('.rawtlt').name} beside it"
-        )
-    meta.tilt_angles_deg = [float(a) for a in resolved] if resolved is not None else None
-    if pixel_size_angstrom is not None:
-        meta.pixel_size_angstrom = float(pixel_size_angstrom)
-    elif meta.pixel_size_angstrom is None:
-        meta.pixel_size_angstrom = header_pixel
-    if tilt_axis_angle_deg is not None:
-        meta.tilt_axis_angle_deg = float(tilt_axis_angle_deg)
-    meta.shape = list(data.shape)
-    return Image(data=data, meta=meta, path=p, header=header)
+    return Image(data=data, meta=meta, path=p, header=header, sources=sources)
 
 
-def _header_metadata(path: Path, header: MrcHeaderInfo | None) -> dict[str, Any]:
-    """Angles / pixel size / tilt axis from a .mdoc beside the file or the MRC extended header."""
-    try:
-        from stemtomo.io import exthdr, mdoc
-    except ImportError:  # pragma: no cover - modules land with the foundation issue
-        return {}
-    found = mdoc.find_mdoc(path)
-    if found is not None:
-        return mdoc.read_mdoc_metadata(found)
-    if header is not None and header.extended_header:
-        return exthdr.parse_extended_header(header)
-    return {}
+def read_volume(
+    path: str | os.PathLike[str], *, pixel_size_angstrom: float | None = None, allow_nonfinite: bool = False
+) -> Image:
+    """Read a volume ``(nz, ny, nx)`` with its sidecar (pixel size: explicit > sidecar > header).
 
-
-def read_volume(path: str | os.PathLike[str], *, pixel_size_angstrom: float | None = None) -> Image:
-    """Read a volume ``(nz, ny, nx)`` with its sidecar."""
+    Raises
+    ------
+    InputError
+        Missing/unreadable file, NaN/Inf values (unless ``allow_nonfinite``), a sidecar of a tilt series or
+        whose shape does not match the array.
+    """
     p = Path(path)
     data, header_pixel, header = read_array(p)
-    check_finite(data, p)
-    meta = read_sidecar(p) or Metadata(kind="volume")
+    check_finite(data, p, allow=allow_nonfinite)
+    meta, keys = _sidecar_meta(p, data, "volume")
     if meta.kind == "tilt_series":
         raise InputError(f"{p}: sidecar says this is a tilt series, expected a volume")
-    meta.kind = "volume"
-    meta.axes = "zyx"
+    meta.kind, meta.axes, meta.shape = "volume", "zyx", list(data.shape)
     if pixel_size_angstrom is not None:
         meta.pixel_size_angstrom = float(pixel_size_angstrom)
-    elif meta.pixel_size_angstrom is None:
+    elif "pixel_size_angstrom" not in keys:
         meta.pixel_size_angstrom = header_pixel
-    meta.shape = list(data.shape)
     return Image(data=data, meta=meta, path=p, header=header)
 
 
@@ -235,4 +344,13 @@ def write_image(
     return p
 
 
-__all__ = ["Image", "check_finite", "read_array", "read_stack", "read_volume", "write_image"]
+__all__ = [
+    "Image",
+    "check_angle_count",
+    "check_finite",
+    "read_array",
+    "read_stack",
+    "read_volume",
+    "resolve_stack_metadata",
+    "write_image",
+]

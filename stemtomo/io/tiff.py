@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from stemtomo.errors import FileFormatError
+from stemtomo.errors import FileFormatError, ParameterError
+from stemtomo.io._dtypes import cast_for_output
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -31,6 +33,7 @@ def read_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
                     f"{p}: TIFF pages differ in shape ({', '.join(str(s) for s in sorted(shapes))}); "
                     "all images of a stack must have the same size"
                 )
+            _check_tiff_size(tf, p)
             arr = tf.asarray()
             pixel = _pixel_size_angstrom(tf)
     except FileFormatError:
@@ -48,6 +51,19 @@ def read_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
     if arr.ndim != 3:
         raise FileFormatError(f"{p}: expected a stack of 2D images, got an array of shape {arr.shape}")
     return np.asarray(arr, dtype=np.float32), pixel
+
+
+def _check_tiff_size(tf: Any, p: Path) -> None:
+    """Refuse pages whose data lies beyond the end of the file (truncated copy) before reading them."""
+    size = p.stat().st_size
+    for index, page in enumerate(tf.pages):
+        offsets = getattr(page, "dataoffsets", ()) or ()
+        counts = getattr(page, "databytecounts", ()) or ()
+        end = max((int(o) + int(c) for o, c in zip(offsets, counts, strict=False)), default=0)
+        if end > size:
+            raise FileFormatError(
+                f"{p}: truncated TIFF: page {index} needs {end} bytes but the file has {size}; re-copy the file"
+            )
 
 
 def _pixel_size_angstrom(tf: object) -> float | None:
@@ -72,12 +88,25 @@ def write_tiff(
     data: np.ndarray,
     *,
     pixel_size_angstrom: float | None = None,
-    dtype: type = np.float32,
+    dtype: Any = np.float32,
 ) -> None:
-    """Write a stack as an ImageJ-compatible multi-page TIFF (spacing in Å when known)."""
+    """Write a stack as an ImageJ-compatible multi-page TIFF (spacing in Å when known).
+
+    ``dtype`` is float32 (default), uint16 or uint8 (what ImageJ reads); integer output is rounded and
+    must fit the dtype.
+
+    Raises
+    ------
+    ParameterError
+        If ``dtype`` is not one of those or the values do not fit it.
+    """
     import tifffile
 
-    arr = np.ascontiguousarray(data, dtype=dtype)
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.uint16), np.dtype(np.uint8)):
+        raise ParameterError(
+            f"{path}: TIFF output dtype {np.dtype(dtype).name} is not supported; use float32, uint16 or uint8"
+        )
+    arr = cast_for_output(data, dtype, path)
     if arr.ndim == 2:
         arr = arr[None]
     kwargs: dict[str, object] = {"imagej": True, "metadata": {"axes": "ZYX"}}
