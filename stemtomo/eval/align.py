@@ -21,19 +21,10 @@ import numpy as np
 import torch
 
 from stemtomo.errors import ParameterError
+from stemtomo.eval.config import AlignConfig
 
 log = logging.getLogger(__name__)
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
-
-
-@dataclasses.dataclass(frozen=True)
-class AlignConfig:
-    """How hard :func:`align_volume` searches."""
-
-    max_shift_px: int = 4
-    """Largest integer shift tried along each axis (voxels); 0 searches orientations only."""
-    allow_transpose: bool = True
-    """Also try swapping y and x (only possible when ny == nx)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,4 +143,4 @@ def align_volume(
     )
 
 
-__all__ = ["AlignConfig", "AlignResult", "align_volume", "apply_transform"]
+__all__ = ["AlignResult", "align_volume", "apply_transform"]

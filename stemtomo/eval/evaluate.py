@@ -23,31 +23,15 @@ import numpy as np
 import torch
 
 from stemtomo.errors import ParameterError
-from stemtomo.eval.align import AlignConfig, align_volume, apply_transform
+from stemtomo.eval.align import align_volume, apply_transform
+from stemtomo.eval.config import EvalConfig
 from stemtomo.eval.metrics import SSIM_WINDOW, dssim, minmax_torch, psnr_from_mse, ssim
-from stemtomo.eval.projections import ProjectionConfig, images_metrics, projection_metrics
+from stemtomo.eval.projections import images_metrics, projection_metrics
 
 log = logging.getLogger(__name__)
 
 MAX_ANISOTROPY = 1.1
 """Largest ratio between per-axis zoom factors accepted when resampling a reference."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Settings of the evaluation protocol."""
-
-    ssim_data_range: float = 1.0
-    """SSIM ``data_range`` (3D and 2D). 1 is correct after min–max normalization; 2 reproduces the paper's
-    skimage-0.19 numbers (METHOD.md §8.2). PSNR always uses 1."""
-    align: bool = False
-    """Search flips / transpose / integer shifts of the volume before scoring."""
-    align_config: AlignConfig = AlignConfig()
-    """How the alignment searches."""
-    projections: ProjectionConfig = ProjectionConfig()
-    """The 2D test-projection protocol (``count = 0`` skips it)."""
-    metrics_3d: bool = True
-    """Compute the 3D metrics."""
 
 
 def resample_to_shape(reference: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -176,4 +160,4 @@ def evaluate_stacks(stack: torch.Tensor, reference: torch.Tensor, config: EvalCo
     return {"shape": list(stack.shape)} | out
 
 
-__all__ = ["MAX_ANISOTROPY", "EvalConfig", "evaluate_stacks", "evaluate_volumes", "resample_to_shape"]
+__all__ = ["MAX_ANISOTROPY", "evaluate_stacks", "evaluate_volumes", "resample_to_shape"]

@@ -181,7 +181,7 @@ def ssim_batch_2d(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win
     return s.mean(dim=(-2, -1))
 
 
-def slab_mask(shape: tuple[int, int, int], thickness_px: float) -> np.ndarray:
+def slab_mask(shape: tuple[int, ...], thickness_px: float) -> np.ndarray:
     """Boolean mask of the specimen slab ``|z| ≤ thickness_px / 2`` (centred voxel z, geometry convention).
 
     Raises

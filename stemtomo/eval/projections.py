@@ -23,7 +23,6 @@ The work is chunked along the ray (bounded memory) and runs on the device of the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -33,31 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from stemtomo.core.geometry import length_unit_px, to_grid_coords
-from stemtomo.core.imaging import DEFAULT_KAPPA, intensity
+from stemtomo.core.imaging import intensity
 from stemtomo.errors import ParameterError
+from stemtomo.eval.config import ProjectionConfig
 from stemtomo.eval.metrics import dssim, minmax_torch, psnr_from_mse, ssim_batch_2d
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProjectionConfig:
-    """Settings of the 2D test-projection protocol."""
-
-    count: int = 20
-    """Number of random 3D orientations (the paper: 20)."""
-    seed: int = 42
-    """Seed of ``np.random.RandomState`` drawing the orientations (42 reproduces the paper's list)."""
-    kappa: float = DEFAULT_KAPPA
-    """Attenuation constant κ of the image formation model."""
-    contrast: str = "bf"
-    """``bf`` (I = exp(-κP), the paper's) or ``df`` (I = 1 - exp(-κP))."""
-    step_px: float = 1.0
-    """Sample spacing along the ray, in voxels."""
-    ssim_data_range: float = 1.0
-    """``data_range`` of the 2D SSIM (2 reproduces the paper's skimage-0.19 numbers)."""
-    max_points: int = 1 << 22
-    """Most sample points interpolated at once (bounds the memory: ~100 bytes per point)."""
 
 
 def paper_test_angles(count: int = 20, seed: int = 42) -> np.ndarray:
@@ -203,4 +183,4 @@ def _std(x: np.ndarray) -> float:
     return float(np.std(x)) if np.all(np.isfinite(x)) else math.nan
 
 
-__all__ = ["ProjectionConfig", "images_metrics", "paper_test_angles", "project", "projection_metrics", "rotation_matrix"]
+__all__ = ["images_metrics", "paper_test_angles", "project", "projection_metrics", "rotation_matrix"]

@@ -68,7 +68,7 @@ def to_json(report: Mapping[str, Any]) -> str:
 
 def to_yaml(report: Mapping[str, Any]) -> str:
     """The report as plain YAML (``safe_dump``, keys in insertion order)."""
-    return yaml.safe_dump(plain(report), sort_keys=False, default_flow_style=None, width=120)
+    return yaml.safe_dump(plain(report), sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
 
 
 def build_report(
