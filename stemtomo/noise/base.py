@@ -35,6 +35,8 @@ class NoiseModel(torch.nn.Module):
     """
 
     kind: ClassVar[str] = ""
+    full_batch_mle: ClassVar[bool] = False
+    """True for low-dimensional models fitted exactly by full-batch MLE (see :mod:`stemtomo.noise.fit`)."""
 
     def log_prob(self, noise: Tensor, clean: Tensor) -> Tensor:
         """Elementwise log density (nats, per unit of normalized intensity) of ``noise`` given ``clean``.

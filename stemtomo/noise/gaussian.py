@@ -32,6 +32,7 @@ class GaussianNoiseModel(NoiseModel):
     """
 
     kind: ClassVar[str] = "gaussian"
+    full_batch_mle: ClassVar[bool] = True
 
     def __init__(self, heteroscedastic: bool = False) -> None:
         super().__init__()

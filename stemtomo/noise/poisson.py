@@ -32,6 +32,7 @@ class PoissonNoiseModel(NoiseModel):
     """Scaled Poisson noise with MLE gain, offset and dose ``k`` (learned as ``log_k``)."""
 
     kind: ClassVar[str] = "poisson"
+    full_batch_mle: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
