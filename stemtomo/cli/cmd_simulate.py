@@ -128,7 +128,7 @@ def _run(cfg: SimulationConfig, output: Path, opts: dict[str, Any], inputs: list
                            provenance=provenance)]
     written.append(write_image(output / "clean.mrc", result.clean, ts_meta, overwrite=overwrite,
                                provenance=provenance))
-    write_text_atomic(output / "angles.rawtlt", format_angles(result.tilt_angles_deg))
+    write_text_atomic(output / "angles.rawtlt", format_angles(result.tilt_angles_deg.tolist()))
     if result.defocused is not None:
         written.append(write_image(output / "defocus.mrc", result.defocused,
                                    ts_meta.copy(extra={**extra, "defocus_max_px": cfg.defocus_max_px}),

@@ -175,9 +175,9 @@ def simulate(
 
     return SimulationResult(
         phantom=vol,
-        clean=host(clean),
+        clean=clean.detach().cpu().numpy().astype(np.float32),
         defocused=host(defocused),
-        noisy=host(noisy),  # type: ignore[arg-type]
+        noisy=host(noisy),
         tilt_angles_deg=angles,
         thickness_px=t,
         pixel_size_angstrom=pixel,
