@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,6 +29,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.exceptions import TyperException
 
 from stemtomo.errors import StemtomoError
 
@@ -87,24 +89,34 @@ def info(message: str) -> None:
         console().print(message)
 
 
+def _one_line(message: str) -> str:
+    """Collapse a message to one line and escape rich markup (file names may contain ``[...]``)."""
+    return escape(" ".join(part.strip() for part in str(message).splitlines() if part.strip()))
+
+
 def warn(message: str) -> None:
-    """A warning line (suppressed by --quiet)."""
+    """A warning line (suppressed by --quiet); ``message`` is plain text, never rich markup."""
     if not STATE.quiet:
-        console().print(f"[yellow]warning:[/yellow] {message}", markup=True)
+        console().print(f"[yellow]warning:[/yellow] {_one_line(message)}", markup=True, highlight=False)
 
 
 def _error_line(message: str) -> None:
-    console().print(f"[bold red]error:[/bold red] {message}", markup=True, highlight=False)
+    console().print(f"[bold red]error:[/bold red] {_one_line(message)}", markup=True, highlight=False)
 
 
 def handle_errors(fn: F) -> F:
-    """Wrap a command: StemtomoError/OSError → one red line + exit 1; Ctrl-C → exit 130."""
+    """Wrap a command: StemtomoError/OSError → one red line + exit 1; Ctrl-C → exit 130.
+
+    Usage errors raised inside the command (``typer.BadParameter``, ...) and ``typer.Exit``/``Abort``
+    pass through to Typer (exit 2 for usage errors). Any other exception is an internal error: one line
+    and exit 70, with the traceback under ``--debug``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except typer.Exit:
+        except (typer.Exit, typer.Abort, TyperException):
             raise
         except StemtomoError as exc:
             if STATE.debug:
@@ -120,6 +132,11 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             _error_line("interrupted")
             raise typer.Exit(130) from None
+        except MemoryError:
+            if STATE.debug:
+                traceback.print_exc()
+            _error_line("out of memory; use a smaller input, --device cpu, or a machine with more memory")
+            raise typer.Exit(1) from None
         except Exception as exc:
             if STATE.debug:
                 traceback.print_exc()
