@@ -83,7 +83,7 @@ def sirt(
     ParameterError
         Out-of-range iterations/relaxation, fewer than 2 tilts, count mismatch, bad thickness.
     """
-    angles = check_angles(tilt_angles_deg, option="tilt angles")
+    angles = check_angles(np.asarray(tilt_angles_deg, dtype=np.float64).reshape(-1).tolist(), option="tilt angles")
     if iterations < 1:
         raise ParameterError(f"--iterations {iterations}: SIRT needs at least 1 iteration")
     if not 0.0 < relaxation < 2.0:
@@ -92,22 +92,28 @@ def sirt(
     if angles.size != n or n < 2:
         raise ParameterError(f"{angles.size} tilt angles for {n} images; SIRT needs ≥ 2 matching tilts")
     shape = (int(nz), ny, nu)
-    kw = {"thickness_px": thickness_px, "samples_per_voxel": samples_per_voxel}
+
+    def project(v: torch.Tensor) -> torch.Tensor:
+        return forward_project(v, angles, thickness_px=thickness_px, image_width=nu,
+                               samples_per_voxel=samples_per_voxel)
+
+    def adjoint(p: torch.Tensor) -> torch.Tensor:
+        return back_project(p, angles, shape, thickness_px=thickness_px, samples_per_voxel=samples_per_voxel)
+
     b = line_integrals
-    ones = torch.ones(shape, dtype=b.dtype, device=b.device)
-    row = _safe_inverse(forward_project(ones, angles, image_width=nu, **kw))
-    col = _safe_inverse(back_project(torch.ones_like(b), angles, shape, **kw))
+    row = _safe_inverse(project(torch.ones(shape, dtype=b.dtype, device=b.device)))
+    col = _safe_inverse(adjoint(torch.ones_like(b)))
     x = torch.zeros(shape, dtype=b.dtype, device=b.device) if initial is None else initial.clone()
     norms: list[float] = []
     for k in range(iterations):
-        r = b - forward_project(x, angles, image_width=nu, **kw)
+        r = b - project(x)
         norms.append(float(torch.sqrt((row * r * r).sum())))
-        x = x + relaxation * col * back_project(row * r, angles, shape, **kw)
+        x = x + relaxation * col * adjoint(row * r)
         if positivity:
             x = x.clamp(min=0.0)
         if progress is not None:
             progress(k + 1, iterations)
-    r = b - forward_project(x, angles, image_width=nu, **kw)
+    r = b - project(x)
     norms.append(float(torch.sqrt((row * r * r).sum())))
     log.debug("SIRT residual %.4g → %.4g over %d iterations", norms[0], norms[-1], iterations)
     return x, norms

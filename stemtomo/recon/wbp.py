@@ -83,6 +83,10 @@ class WBPConfig:
             raise ParameterError(f"chunk_elements {self.chunk_elements}: must be ≥ 1")
 
 
+def _angles(tilt_angles_deg: Sequence[float] | np.ndarray) -> np.ndarray:
+    return check_angles(np.asarray(tilt_angles_deg, dtype=np.float64).reshape(-1).tolist(), option="tilt angles")
+
+
 # ---- back-projection ------------------------------------------------------------------------------------
 def back_project_slices(
     images: torch.Tensor,
@@ -114,7 +118,7 @@ def back_project_slices(
     ``(n_chunk, ny, 1, n_u)`` sampled at ``u(x, z, θ)`` on the ``(nz, nx)`` grid, summed over tilts.
     The sample positions are computed once per tilt, not per slice.
     """
-    angles = check_angles(tilt_angles_deg, option="tilt angles")
+    angles = _angles(tilt_angles_deg)
     n, ny, nu = images.shape
     if angles.size != n:
         raise ParameterError(f"{angles.size} tilt angles for {n} images; the counts must match")
@@ -189,7 +193,7 @@ def wbp(
     For evenly spaced tilts over 180° this equals scikit-image ``iradon``. With a limited tilt range the
     missing wedge is not filled (the classic WBP artefacts).
     """
-    angles = check_angles(tilt_angles_deg, option="tilt angles")
+    angles = _angles(tilt_angles_deg)
     weights = angular_weights(angles)
     filtered = filter_rows(line_integrals, filter)
     vol = back_project_slices(filtered, angles, nz, weights=weights, chunk_elements=chunk_elements, progress=progress)

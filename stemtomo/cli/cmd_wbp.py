@@ -1,0 +1,177 @@
+"""``stemtomo wbp``: classic tomogram from a tilt series (weighted back-projection, or SIRT)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stemtomo.cli._common import (
+    DebugOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    QuietOpt,
+    VerboseOpt,
+    handle_errors,
+    info,
+    options_dict,
+    progress,
+    resolve_device,
+    setup,
+)
+
+
+class Method(str, Enum):
+    wbp = "wbp"
+    sirt = "sirt"
+
+
+class Filter(str, Enum):
+    ramp = "ramp"
+    shepp_logan = "shepp-logan"
+    cosine = "cosine"
+    hamming = "hamming"
+    hann = "hann"
+
+
+class ContrastOpt(str, Enum):
+    bf = "bf"
+    df = "df"
+
+
+def half_set_paths(output: Path) -> tuple[Path, Path]:
+    """``vol.mrc`` → ``vol_even.mrc``, ``vol_odd.mrc``."""
+    return (output.with_name(f"{output.stem}_even{output.suffix}"),
+            output.with_name(f"{output.stem}_odd{output.suffix}"))
+
+
+def wbp(
+    tilt_series: Annotated[Path, typer.Argument(help="Tilt series (MRC/TIFF), with angles from its sidecar, a .rawtlt/.tlt beside it, an .mdoc or the MRC extended header.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output volume (.mrc or .tif), (nz, ny, nx), density in units of ρ.")],
+    angles: Annotated[Path | None, typer.Option("--angles", help="Angle file (.rawtlt/.tlt, one angle per line, degrees); overrides every other source.")] = None,
+    tilt_axis_angle: Annotated[float | None, typer.Option("--tilt-axis-angle", help="In-plane tilt-axis angle of the images, degrees CCW from +y (IMOD RotationAngle; 90 = axis along x). Default: sidecar/header, else 0.")] = None,
+    method: Annotated[Method, typer.Option("--method", help="wbp: weighted back-projection; sirt: iterative (SIRT).")] = Method.wbp,
+    filter_: Annotated[Filter, typer.Option("--filter", help="WBP ramp apodization (scikit-image iradon names).")] = Filter.ramp,
+    thickness_px: Annotated[float | None, typer.Option("--thickness-px", help="Specimen slab thickness in input pixels; density outside it is 0. Default: sidecar thickness_px, else the image width (a generous slab).")] = None,
+    nz: Annotated[int | None, typer.Option("--nz", help="Volume depth in output voxels (≥ slab). Default: the slab thickness rounded up.")] = None,
+    bin_factor: Annotated[int, typer.Option("--bin", help="Average-bin the images by N before reconstruction (pixel size × N).")] = 1,
+    iterations: Annotated[int | None, typer.Option("--iterations", help="SIRT iterations [default: 20].")] = None,
+    relaxation: Annotated[float | None, typer.Option("--relaxation", help="SIRT relaxation λ in (0, 2) [default: 1].")] = None,
+    positivity: Annotated[bool, typer.Option("--positivity/--no-positivity", help="SIRT: clamp the density at 0 after each iteration.")] = False,
+    half_sets: Annotated[bool, typer.Option("--half-sets", help="Also write <output>_even/_odd reconstructions from the even/odd tilts in angle order (for FSC).")] = False,
+    contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf: I = exp(-κP), df: I = 1 - exp(-κP)). Default: sidecar, else bf.")] = None,
+    kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation κ of the image model. Default: sidecar, else 7.")] = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Reconstruct a tomogram with weighted back-projection (WBP) or SIRT.
+
+    Intensities are normalized to [0, 1], linearized (bright field −log(I)/κ, dark field −log(1−I)/κ) into
+    line integrals, optionally binned and rotated so the tilt axis is y, then reconstructed. The volume
+    follows IMOD's trimvol -rx orientation (positive tilt moves material above the centre toward +x).
+    """
+    setup(quiet, verbose, debug)
+    from stemtomo.errors import ParameterError
+    from stemtomo.io import check_outputs
+    from stemtomo.recon.sirt import SIRTConfig
+    from stemtomo.recon.wbp import WBPConfig
+
+    defaults = SIRTConfig()
+    sirt_cfg = SIRTConfig(
+        iterations=defaults.iterations if iterations is None else iterations,
+        relaxation=defaults.relaxation if relaxation is None else relaxation,
+        positivity=positivity,
+    )
+    if bin_factor < 1:
+        raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
+    if thickness_px is not None and not thickness_px > 0:
+        raise ParameterError(f"--thickness-px {thickness_px:g}: the slab thickness must be > 0 pixels")
+    probe = WBPConfig(method=method.value, filter=filter_.value, nz=nz, bin_factor=bin_factor, sirt=sirt_cfg)
+    probe.validate()
+    outputs = [output, *half_set_paths(output)] if half_sets else [output]
+    check_outputs(outputs, overwrite)
+    # enum values passed as plain str: options_dict keeps str-Enums as Enum objects (not YAML-safe)
+    opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, method=method.value, filter=filter_.value,
+                        thickness_px=thickness_px, nz=nz, bin=bin_factor, iterations=sirt_cfg.iterations,
+                        relaxation=sirt_cfg.relaxation, positivity=positivity, half_sets=half_sets,
+                        contrast=contrast.value if contrast else None, kappa=kappa, device=device)
+    _run(tilt_series, outputs, probe, opts, angles=angles, tilt_axis_angle=tilt_axis_angle,
+         thickness_px=thickness_px, contrast=contrast.value if contrast else None, kappa=kappa,
+         device=device, overwrite=overwrite)
+
+
+def _run(
+    tilt_series: Path, outputs: list[Path], probe: Any, opts: dict[str, Any], *, angles: Path | None,
+    tilt_axis_angle: float | None, thickness_px: float | None, contrast: str | None, kappa: float | None,
+    device: str, overwrite: bool,
+) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from stemtomo.core.imaging import DEFAULT_KAPPA
+    from stemtomo.errors import InputError
+    from stemtomo.io import Metadata, make_provenance, read_stack, write_image
+    from stemtomo.recon.wbp import half_set_indices, line_integrals_from_stack, reconstruct
+
+    dev = resolve_device(device)
+    image = read_stack(tilt_series, angles=angles, tilt_axis_angle_deg=tilt_axis_angle, require_angles=True)
+    meta = image.meta
+    tilts = image.tilt_angles_deg
+    if tilts.size < 2:
+        raise InputError(f"{tilt_series}: {tilts.size} projection; a reconstruction needs a tilt series of ≥ 2 images")
+    thickness_in = thickness_px if thickness_px is not None else meta.thickness_px
+    config = dataclasses.replace(
+        probe, thickness_px=None if thickness_in is None else thickness_in / probe.bin_factor
+    )
+    config.validate()
+    contrast = contrast or meta.contrast or "bf"
+    kappa = kappa if kappa is not None else (meta.kappa if meta.kappa is not None else DEFAULT_KAPPA)
+    lines, norm = line_integrals_from_stack(
+        image.data, contrast=contrast, kappa=kappa, normalization=meta.normalization,
+        tilt_axis_angle_deg=meta.tilt_axis_angle_deg, bin_factor=config.bin_factor, device=dev,
+    )
+    sets: list[tuple[Path, np.ndarray, str | None]] = [(outputs[0], np.arange(tilts.size), None)]
+    if len(outputs) == 3:
+        even, odd = half_set_indices(tilts)
+        sets += [(outputs[1], even, "even"), (outputs[2], odd, "odd")]
+    inputs = [tilt_series] + ([angles] if angles is not None else [])
+    provenance = make_provenance("wbp", opts, inputs)
+    pixel = None if meta.pixel_size_angstrom is None else meta.pixel_size_angstrom * config.bin_factor
+    for path, idx, half in sets:
+        with progress(f"{config.method} {half or ''}".strip(), total=float(idx.size)) as advance:
+            done = [0]
+
+            def callback(n: int, total: int, _advance: Any = advance, _done: list[int] = done) -> None:
+                _advance(n - _done[0], total=float(total))
+                _done[0] = n
+
+            vol, rinfo = reconstruct(lines[idx], tilts[idx], config, progress=callback)
+        extra: dict[str, Any] = {"method": config.method, "bin": config.bin_factor,
+                                 "source_tilt_axis_angle_deg": meta.tilt_axis_angle_deg,
+                                 "n_tilts": int(idx.size)}
+        if config.method == "wbp":
+            extra["filter"] = config.filter
+        else:
+            extra["sirt"] = dataclasses.asdict(config.sirt)
+            extra["sirt_residual_norms"] = rinfo["residual_norms"]
+        if half is not None:
+            extra["half_set"] = half
+        out_meta = Metadata(kind="volume", axes="zyx", pixel_size_angstrom=pixel,
+                            thickness_px=rinfo["thickness_px"] if rinfo["thickness_px"] is not None else float(rinfo["nz"]),
+                            contrast=contrast, kappa=kappa, normalization=norm,
+                            provenance=list(meta.provenance), extra=extra)
+        write_image(path, vol.detach().cpu().numpy().astype(np.float32), out_meta, overwrite=overwrite,
+                    provenance=provenance)
+    v = vol.shape
+    info(f"{config.method.upper()}: {tilts.size} tilts → {outputs[0]} ({v[0]}×{v[1]}×{v[2]} zyx"
+         f"{'' if pixel is None else f', {pixel:g} Å/voxel'})" + (" + even/odd half sets" if len(sets) == 3 else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("wbp")(handle_errors(wbp))
