@@ -1,0 +1,194 @@
+"""``stemtomo recon``: implicit reconstruction of a tilt series (Ours, OursSup, L2, L1; any field)."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stemtomo.cli._common import (
+    DebugOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    QuietOpt,
+    SeedOpt,
+    VerboseOpt,
+    handle_errors,
+    info,
+    options_dict,
+    progress,
+    resolve_device,
+    setup,
+)
+from stemtomo.core.fields import FieldConfig
+from stemtomo.core.render import RenderConfig
+from stemtomo.recon.implicit.config import ReconConfig
+
+_D = ReconConfig()
+_F = FieldConfig()
+_R = RenderConfig()
+
+
+def recon(
+    tiltseries: Annotated[Path, typer.Argument(help="Tilt series (MRC/TIFF) with angles (sidecar, .rawtlt or --angles).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (model, checkpoint, preview.mrc, train.csv, loss.png).")],
+    method: Annotated[str | None, typer.Option("--method", help="ours | ours-sup | l2 | l1 (default ours; on --resume: the checkpoint's).")] = None,
+    field: Annotated[str | None, typer.Option("--field", help="voxel (explicit grid, default) | grid (multi-resolution grid + MLP) | mlp (the paper's).")] = None,
+    noise_model: Annotated[Path | None, typer.Option("--noise-model", help="Fitted noise model (required for ours-sup; initializes the flow for ours).")] = None,
+    angles: Annotated[Path | None, typer.Option("--angles", help="Tilt angle file (.rawtlt/.tlt), overrides the sidecar.")] = None,
+    iterations: Annotated[int | None, typer.Option("--iterations", help=f"Optimizer steps [default: {_D.iterations}].")] = None,
+    rays_per_batch: Annotated[int, typer.Option("--rays-per-batch", help="Rays per step.")] = _D.rays_per_batch,
+    samples: Annotated[int, typer.Option("--samples", help="Stratified samples per ray inside the slab.")] = _R.n_samples,
+    importance: Annotated[int, typer.Option("--importance", help="Extra importance samples per ray (0 = off).")] = _R.n_importance,
+    lr: Annotated[float | None, typer.Option("--lr", help="Field learning rate [default: 1e-2; mlp 5e-4].")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Field optimizer: adam | sgd.")] = _D.optimizer,
+    flow_lr: Annotated[float, typer.Option("--flow-lr", help="Flow learning rate (ours).")] = _D.flow_lr,
+    flow_optimizer: Annotated[str, typer.Option("--flow-optimizer", help="Flow optimizer: adam | sgd.")] = _D.flow_optimizer,
+    flow_free_mean: Annotated[bool, typer.Option("--flow-free-mean", help="Let the jointly trained flow have a free mean (the paper's form).")] = False,
+    warmup: Annotated[int, typer.Option("--warmup", help="L2 warm-up steps before the NLL (ours, ours-sup).")] = _D.warmup,
+    tv: Annotated[float | None, typer.Option("--tv", help="TV weight [default: 0.03 for ours/ours-sup, 0.005 for l2/l1].")] = None,
+    coarse_to_fine: Annotated[bool, typer.Option("--coarse-to-fine", help="Grid field: fade in finer levels.")] = False,
+    grid_levels: Annotated[int, typer.Option("--grid-levels", help="Grid field: levels.")] = _F.grid_levels,
+    mlp_width: Annotated[int, typer.Option("--mlp-width", help="MLP field: hidden width.")] = _F.mlp_width,
+    defocus_max_px: Annotated[float, typer.Option("--defocus-max-px", help="Defocus-aware rendering: largest blur σ in pixels (0 = off).")] = 0.0,
+    defocus_rays: Annotated[int, typer.Option("--defocus-rays", help="Jittered sub-rays per pixel with --defocus-max-px.")] = _D.defocus_rays,
+    thickness_px: Annotated[float | None, typer.Option("--thickness-px", help="Slab thickness in pixels [default: sidecar, else image width].")] = None,
+    contrast: Annotated[str | None, typer.Option("--contrast", help="bf | df [default: sidecar, else bf].")] = None,
+    kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation constant κ [default: sidecar, else 7].")] = None,
+    val_every: Annotated[int, typer.Option("--val-every", help="Hold out every k-th tilt for validation (0 = off).")] = _D.val_every_kth_tilt,
+    val_interval: Annotated[int, typer.Option("--val-interval", help="Validate every N steps.")] = _D.val_interval,
+    patience: Annotated[int, typer.Option("--patience", help="Early stop after N validations without improvement (0 = never).")] = _D.patience,
+    checkpoint_interval: Annotated[int, typer.Option("--checkpoint-interval", help="Checkpoint every N steps.")] = _D.checkpoint_interval,
+    max_time: Annotated[float | None, typer.Option("--max-time", help="Stop after this many seconds (checkpointed).")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Phantom volume: logs 3D PSNR to train.csv (never used for selection).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run whose checkpoint is in this folder.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Reconstruct a clean tomogram: a density field trained through the STEM forward model (Kniesel et al. 2022)."""
+    setup(quiet, verbose, debug)
+    opts = options_dict(**{k: v for k, v in locals().items() if k not in ("quiet", "verbose", "debug")})
+    from stemtomo.errors import ParameterError
+    from stemtomo.io import check_output_dir, make_provenance, read_stack, read_volume
+    from stemtomo.recon.implicit import run as R
+
+    resume_state = None
+    if resume is not None:
+        saved, tensors, rinfo = R.load_resume(resume)
+        R.check_resume_compatible(saved, method, field)
+        cfg = dataclasses.replace(saved, iterations=iterations or saved.iterations, max_time_s=max_time)
+        resume_state = (tensors, rinfo)
+    else:
+        cfg = _build_config(opts)
+    cfg.validate()
+    if iterations is not None and iterations < 1:
+        raise ParameterError(f"--iterations {iterations}: must be ≥ 1")
+    same_dir = resume is not None and resume.resolve() == output.resolve()
+    check_output_dir(output, R.OUTPUT_NAMES, overwrite or same_dir)
+    image = read_stack(tiltseries, angles=angles, require_angles=True)
+    cfg = _with_sidecar_physics(cfg, image.meta, contrast, kappa)
+    nm = _load_noise(noise_model, cfg.method) if noise_model is not None else None
+    ref = read_volume(reference).data if reference is not None else None
+    dev = resolve_device(device)
+    inputs = [p for p in (tiltseries, noise_model, angles) if p is not None]
+    prov = make_provenance("recon", {**opts, "resolved_config": cfg.to_dict()}, inputs)
+    stop = _StopFlag()
+    with progress("recon", total=cfg.iterations) as advance, stop.installed():
+        if resume_state is not None:
+            advance(int(resume_state[1]["state"]["iteration"]))
+
+        def callback(row: dict[str, Any]) -> None:
+            score = next((f"{k}={v:.4g}" for k, v in row.items() if k.startswith("val_")), "")
+            psnr = f" psnr3d={row['psnr3d']:.2f}" if "psnr3d" in row else ""
+            advance(1, status=f"loss={row['loss']:.4g} {score}{psnr}")
+
+        result = R.reconstruct(image, cfg, dev, output, noise_model=nm, reference=ref, resume=resume_state,
+                               provenance=prov, callback=callback, should_stop=stop)
+    st = result.state
+    info(f"recon {cfg.method}/{cfg.field.kind}: {st.iteration} steps ({st.stopped}), best step {st.best_iteration} "
+         f"score {st.best_score:.5g}, {st.elapsed_s:.1f} s → {output}")
+
+
+def _build_config(o: dict[str, Any]) -> ReconConfig:
+    method = o["method"] or "ours"
+    kind = o["field"] or "voxel"
+    nll = method in ("ours", "ours-sup")
+    tv = o["tv"] if o["tv"] is not None else (0.03 if nll else 0.005)
+    lr = o["lr"] if o["lr"] is not None else (5e-4 if kind == "mlp" else _D.lr)
+    return ReconConfig(
+        method=method, field=FieldConfig(kind=kind, grid_levels=o["grid_levels"], mlp_width=o["mlp_width"]),
+        render=RenderConfig(n_samples=o["samples"], n_importance=o["importance"]),
+        iterations=o["iterations"] if o["iterations"] is not None else _D.iterations,
+        rays_per_batch=o["rays_per_batch"], lr=lr, optimizer=o["optimizer"], tv=tv,
+        coarse_to_fine=o["coarse_to_fine"], flow_lr=o["flow_lr"], flow_optimizer=o["flow_optimizer"],
+        flow_zero_mean=not o["flow_free_mean"], warmup=o["warmup"], val_every_kth_tilt=o["val_every"],
+        val_interval=o["val_interval"], patience=o["patience"], checkpoint_interval=o["checkpoint_interval"],
+        defocus_max_px=o["defocus_max_px"], defocus_rays=o["defocus_rays"], thickness_px=o["thickness_px"],
+        max_time_s=o["max_time"], seed=o["seed"],
+    )
+
+
+def _with_sidecar_physics(cfg: ReconConfig, meta: Any, contrast: str | None, kappa: float | None) -> ReconConfig:
+    from stemtomo.core.imaging import DEFAULT_KAPPA, Contrast
+    from stemtomo.errors import ParameterError
+
+    c = contrast or meta.contrast or "bf"
+    if c not in {x.value for x in Contrast}:
+        raise ParameterError(f"--contrast {c!r}: use bf or df")
+    k = kappa if kappa is not None else (meta.kappa or DEFAULT_KAPPA)
+    if not k > 0:
+        raise ParameterError(f"--kappa {k}: must be > 0")
+    return dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, contrast=c, kappa=float(k)))
+
+
+def _load_noise(path: Path, method: str) -> Any:
+    from stemtomo.errors import ParameterError
+    from stemtomo.noise import load_noise_model
+
+    if method in ("l2", "l1"):
+        raise ParameterError(f"--noise-model is only used by --method ours / ours-sup, not {method}")
+    return load_noise_model(path)
+
+
+class _StopFlag:
+    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. A second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def installed(self) -> Any:
+        import contextlib
+        import threading
+
+        @contextlib.contextmanager
+        def cm() -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+        return cm()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recon")(handle_errors(recon))
