@@ -217,7 +217,12 @@ def write_mrc(
     arr = cast_for_output(data, dtype, path)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path}: can only write 2D or 3D arrays as MRC, got shape {arr.shape}")
-    with mrcfile.new(Path(path), overwrite=True) as mrc:
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr))) if arr.dtype.kind == "f" else 0
+    if bad:
+        log.warning("%s: writing %d NaN/Inf values", path, bad)
+    with warnings.catch_warnings(), mrcfile.new(Path(path), overwrite=True) as mrc:
+        # mrcfile warns about NaN/Inf while computing header statistics: logged above instead
+        warnings.filterwarnings("ignore", message="Data array contains", category=RuntimeWarning)
         mrc.set_data(arr)
         if arr.ndim == 3:
             if is_stack:
