@@ -78,12 +78,12 @@ def eval_command(
     from stemtomo.errors import ParameterError
     from stemtomo.io import check_output
 
+    if volume is None and reference is not None:
+        raise ParameterError("--reference given without VOLUME: pass the volume to score first")
     if volume is None and fsc is None:
         raise ParameterError("nothing to evaluate: give VOLUME --reference REF, or --fsc HALF1 HALF2")
     if volume is not None and reference is None:
         raise ParameterError(f"missing reference for {volume}: pass --reference REF (or --fsc HALF1 HALF2 without ground truth)")
-    if volume is None and reference is not None:
-        raise ParameterError("--reference given without VOLUME: pass the volume to score first")
     if not data_range > 0:
         raise ParameterError(f"--data-range {data_range:g}: must be > 0 (1, or 2 to match the paper)")
     if projections < 0 or max_shift < 0:
