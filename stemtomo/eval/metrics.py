@@ -108,8 +108,11 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win_size
     np_ = win_size**nd
     cov_norm = np_ / (np_ - 1)
 
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return pool(t, kernel_size=win_size, stride=1)
+    def filt(t: torch.Tensor) -> torch.Tensor:  # separable box filter: nd 1D passes instead of one w^nd pass
+        for axis in range(nd):
+            kernel = tuple(win_size if a == axis else 1 for a in range(nd))
+            t = pool(t, kernel_size=kernel, stride=1)
+        return t
 
     ux, uy = filt(x), filt(y)
     vx = cov_norm * (filt(x * x) - ux * ux)

@@ -11,7 +11,8 @@ Geometry (stemtomo's convention, :mod:`stemtomo.core.geometry`)
     A square detector of ``n = max(ny, nx)`` pixels (1 voxel each, centred); the ray through detector pixel
     ``(u, v)`` samples the volume at ``R·(u, v, s)`` for ``s`` spanning the volume diagonal in steps of
     ``step_px`` voxels. The sampling grid is rotated (the volume is not resampled), trilinear interpolation
-    (``grid_sample``), zero outside the volume.
+    (``grid_sample``), zero outside the volume. (The paper: nearest voxel, 1024 samples over ±√2 half-widths,
+    which can clip the corners of a cube at oblique orientations; here rays cover the full diagonal.)
 Image formation
     ``P = Σ ρ·step / L`` with ``L`` = :func:`~stemtomo.core.geometry.length_unit_px` (normalized units) and
     ``I = intensity(P, contrast, κ)`` (:mod:`stemtomo.core.imaging`; bright field ``exp(-κP)``, κ = 7).
