@@ -46,7 +46,7 @@ class PoissonNoiseModel(NoiseModel):
     @property
     def dose(self) -> float:
         """k: expected counts per pixel at clean intensity 1."""
-        return float(torch.exp(self.log_k))
+        return float(torch.exp(self.log_k.detach()))
 
     def moments(self, clean: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of the noise for each clean value (model's approximation for log_prob)."""

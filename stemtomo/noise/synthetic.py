@@ -2,9 +2,12 @@
 
 The process is signal dependent, non-Gaussian and scan correlated, like a real short-exposure STEM image:
 
-``noisy = gain · (Poisson(dose · clean) / dose) + read + line + offset``
+``noisy = gain · (Σ_{i ≤ N} h_i) / dose + read + line + offset``,  ``N ~ Poisson(dose · clean)``
 
 - shot noise at a low ``dose`` (electrons per pixel at intensity 1): skewed and discrete at low counts;
+- optional pulse-height variation of the detector (scintillator/PMT): each electron contributes
+  ``h_i ~ Gamma(pulse_shape, 1/pulse_shape)`` (mean 1), so the sum is ``Gamma(N·pulse_shape, 1/pulse_shape)``
+  (a compound Poisson–gamma); ``pulse_shape = 0`` means ``h_i = 1`` (pure Poisson);
 - Gaussian read noise ``read ~ N(0, read_std²)``, filtered along the fast scan axis x by an AR(1) process
   with coefficient ``scan_corr`` (detector/amplifier bandwidth; variance kept at ``read_std²``);
 - a per-scan-line offset ``line ~ N(0, line_std²)`` (flyback jitter), shared by the pixels of a row.
@@ -33,12 +36,19 @@ class StemNoiseProcess:
     """AR(1) coefficient of the read noise along x (0 = white)."""
     line_std: float = 0.0
     """Standard deviation of the per-row offset."""
+    pulse_shape: float = 0.0
+    """Gamma shape of the per-electron pulse height (0: every electron counts exactly 1)."""
 
 
 def stem_noise(clean: np.ndarray, process: StemNoiseProcess, rng: np.random.Generator) -> np.ndarray:
     """Noisy image(s) ``(..., ny, nx)`` from clean intensities under ``process`` (float32, not clipped)."""
     c = np.clip(np.asarray(clean, dtype=np.float64), 0.0, None)
-    shot = process.gain * rng.poisson(process.dose * c) / process.dose
+    counts = rng.poisson(process.dose * c).astype(np.float64)
+    if process.pulse_shape > 0:
+        k = process.pulse_shape
+        pos = counts > 0
+        counts[pos] = rng.gamma(counts[pos] * k, 1.0 / k)
+    shot = process.gain * counts / process.dose
     white = rng.normal(0.0, 1.0, size=c.shape)
     read = np.empty_like(white)
     rho = float(process.scan_corr)
