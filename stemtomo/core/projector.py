@@ -92,6 +92,7 @@ def _plan(theta: np.ndarray, half: float, ny: int, n_u: int, spv: float, max_ele
     for i, th in enumerate(theta):
         n = max(1, math.ceil(spv * 2.0 * half / math.cos(th) - 1e-9))
         pieces.extend(_Piece(i, k0, min(k0 + cap, n), n) for k0 in range(0, n, cap))
+    pieces.sort(key=lambda p: p.k1 - p.k0)  # similar sample counts together: little padding per batch
     batches: list[list[_Piece]] = []
     cur: list[_Piece] = []
     widest = 0
@@ -154,7 +155,7 @@ def _project_batch(vol_c: torch.Tensor, grid: torch.Tensor, weight: torch.Tensor
     """``vol_c`` is ``(1, ny, nz, nx)``; returns ``(B, ny, n_u)`` line integrals of one batch."""
     ny = vol_c.shape[1]
     vals = F.grid_sample(vol_c, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    line = torch.einsum("csw,sw->cw", vals[0], weight)  # (ny, B·n_u)
+    line = vals[0].mul_(weight).sum(dim=1)  # (ny, B·n_u); in place is safe: grid_sample does not save its output
     return line.reshape(ny, -1, n_u).permute(1, 0, 2)
 
 
