@@ -113,8 +113,10 @@ def test_reference_of_another_size_is_resampled_and_said_so(run, data: dict[str,
     assert r.exit_code == 0
     assert "resampled from [32, 32, 32] to [16, 16, 16]" in r.stderr
     assert any("resampled" in n for n in json.loads(r.stdout)["notes"])
-    write_image("slab.mrc", big[:8], Metadata(kind="volume"))
-    bad = run("vol.mrc", "-r", "slab.mrc", "--projections", "0")
+    write_image("slab.mrc", big[:8], Metadata(kind="volume"))  # thinner in z: zero-padded, fine
+    assert run("vol.mrc", "-r", "slab.mrc", "--projections", "0").exit_code == 0
+    write_image("wide.mrc", big[:, :, :16], Metadata(kind="volume"))  # y and x ratios 2 and 1: distorted
+    bad = run("vol.mrc", "-r", "wide.mrc", "--projections", "0")
     assert bad.exit_code == 1 and "cannot be resampled" in bad.stderr
 
 

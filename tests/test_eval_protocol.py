@@ -195,16 +195,28 @@ def test_evaluate_stacks_per_image(rng: np.random.Generator) -> None:
         evaluate_stacks(stack[:3], ref)
 
 
-def test_resample_reference_to_the_volume_shape_is_linear() -> None:
+def test_resample_reference_is_centre_aligned_and_linear() -> None:
     ramp = np.broadcast_to(np.linspace(0.0, 1.0, 64, dtype=np.float32), (64, 64, 64))
     out = resample_to_shape(np.ascontiguousarray(ramp), (32, 32, 32))
     assert out.shape == (32, 32, 32)
-    np.testing.assert_allclose(out[5, 7], np.linspace(0.0, 1.0, 32), atol=1e-6)  # corners aligned, linear exact
+    # output voxel i samples the reference at 31.5 + (i - 15.5)·2 = 2i + 0.5 (same field of view, centred)
+    np.testing.assert_allclose(out[5, 7], (2 * np.arange(32) + 0.5) / 63, atol=1e-6)
+
+
+def test_resample_crops_or_pads_a_reference_of_another_thickness(rng: np.random.Generator) -> None:
+    ref = rng.random((32, 16, 16)).astype(np.float32)
+    # a slab-only tomogram (nz = 16) meets a cubic phantom: the central 16 planes, exactly
+    np.testing.assert_array_equal(resample_to_shape(ref, (16, 16, 16)), ref[8:24])
+    # odd difference: planes fall half-way between reference planes → their mean
+    np.testing.assert_allclose(resample_to_shape(ref, (15, 16, 16)), (ref[8:23] + ref[9:24]) / 2, atol=1e-6)
+    padded = resample_to_shape(ref[8:24], (32, 16, 16))  # thinner reference: zero outside
+    np.testing.assert_array_equal(padded[8:24], ref[8:24])
+    assert not padded[:8].any() and not padded[24:].any()
 
 
 def test_resample_refuses_distortion_and_other_ndim() -> None:
     with pytest.raises(ParameterError, match="cannot be resampled"):
-        resample_to_shape(np.zeros((64, 64, 64), np.float32), (16, 64, 64))
+        resample_to_shape(np.zeros((64, 64, 64), np.float32), (64, 32, 64))
     with pytest.raises(ParameterError, match="cannot compare"):
         resample_to_shape(np.zeros((64, 64), np.float32), (16, 64, 64))
 

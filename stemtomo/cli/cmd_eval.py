@@ -47,7 +47,7 @@ class ContrastOpt(str, Enum):
 
 def eval_command(
     volume: Annotated[Path | None, typer.Argument(help="Volume (nz, ny, nx) or tilt series to score (MRC/TIFF), or a `stemtomo recon` output folder (its preview.mrc).", show_default=False)] = None,
-    reference: Annotated[Path | None, typer.Option("--reference", "-r", help="Ground truth of the same kind (volume or tilt series, or a recon folder). A volume of another size is resampled (linear) to VOLUME's shape.", show_default=False)] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", "-r", help="Ground truth of the same kind (volume or tilt series, or a recon folder). A volume of another size is resampled (trilinear, same field of view in y/x, centred; z cropped or zero-padded) to VOLUME's grid.", show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report as YAML (non-finite numbers as .inf/.nan).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout (no table); PSNR = +inf is written as the string \"inf\", NaN as null.")] = False,
     figure: Annotated[Path | None, typer.Option("--figure", help="Write a PNG: orthoslices of volume, reference and |error|; the FSC curve.", show_default=False)] = None,
@@ -197,7 +197,7 @@ def _compare(volume: Path, reference: Path, config: EvalConfig, dev: Any, notes:
         return "stack", res, (vol_np, ref_np)
     if ref_np.shape != vol_np.shape:
         ref_np = resample_to_shape(ref_np, vol_np.shape)
-        msg = f"reference {reference} resampled from {list(ref_img.data.shape)} to {list(vol_np.shape)} (linear, scipy.ndimage.zoom order 1)"
+        msg = f"reference {reference} resampled from {list(ref_img.data.shape)} to {list(vol_np.shape)} (trilinear, centre-aligned; z cropped/zero-padded)"
         warn(msg)
         notes.append(msg)
     mask_np = _mask(mask, slab_only, thickness_px, vol_img, ref_img, vol_np.shape, notes)

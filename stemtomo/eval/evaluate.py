@@ -2,7 +2,8 @@
 
 Steps for volumes (METHOD.md §8.2–8.3):
 
-1. the reference is resampled to the volume's shape if needed (:func:`resample_to_shape`, linear);
+1. the reference is resampled to the volume's grid if needed (:func:`resample_to_shape`: trilinear,
+   centre-aligned, isotropic; a thicker/thinner reference is cropped/zero-padded in z);
 2. optionally the volume is aligned to the reference (:mod:`stemtomo.eval.align`);
 3. both are min–max normalized to [0, 1];
 4. 3D: MSE, PSNR (data_range 1), SSIM (7³ uniform window, ``ssim_data_range``), DSSIM, optionally on a mask;
@@ -31,32 +32,57 @@ from stemtomo.eval.projections import images_metrics, projection_metrics
 log = logging.getLogger(__name__)
 
 MAX_ANISOTROPY = 1.1
-"""Largest ratio between per-axis zoom factors accepted when resampling a reference."""
+"""Largest ratio between the y and the x size ratios (reference / volume) accepted when resampling."""
 
 
 def resample_to_shape(reference: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Resample ``reference`` to ``shape`` with ``scipy.ndimage.zoom`` (order 1, linear).
+    """Resample a reference volume onto the voxel grid of a volume of ``shape`` (trilinear, centre-aligned).
+
+    Both volumes are taken to cover the same field of view in y and x and to share the centred voxel
+    convention (:mod:`stemtomo.core.geometry`). The scale is the in-plane size ratio ``s = n_ref / n_vol``
+    (mean of y and x), applied to all three axes (isotropic voxels): output voxel ``i`` samples the reference
+    at ``c_ref + (i - c_vol)·s`` with ``c = (n - 1) / 2``. Along z this crops or zero-pads a thicker or
+    thinner reference around the centre, which is how a slab-only tomogram (nz = thickness) meets a cubic
+    phantom. Where only a zoom is needed this equals ``scipy.ndimage.zoom(order=1, grid_mode=True)``.
+    Samples more than half a voxel outside the reference are 0 (density outside the specimen).
 
     Raises
     ------
     ParameterError
-        If the number of axes differs or the per-axis zoom factors differ by more than 10 % (resampling would
-        distort the specimen: crop or pad one of the volumes instead).
+        If the number of axes differs or the y and x size ratios differ by more than 10 % (resampling
+        would distort the specimen: crop or pad one of the volumes instead).
     """
-    from scipy.ndimage import zoom
-
-    if reference.ndim != len(shape):
+    if reference.ndim != 3 or len(shape) != 3:
         raise ParameterError(f"reference has shape {reference.shape} but the volume {tuple(shape)}: cannot compare")
-    factors = np.array(shape, dtype=np.float64) / np.array(reference.shape, dtype=np.float64)
-    if factors.max() / factors.min() > MAX_ANISOTROPY:
+    ry, rx = reference.shape[1] / shape[1], reference.shape[2] / shape[2]
+    if max(ry, rx) / min(ry, rx) > MAX_ANISOTROPY:
         raise ParameterError(
             f"reference shape {reference.shape} cannot be resampled to the volume shape {tuple(shape)} without "
-            f"distorting it (zoom factors {', '.join(f'{f:.3g}' for f in factors)}); crop or pad one of them"
+            f"distorting it (y and x size ratios {ry:.3g} and {rx:.3g} differ); crop or pad one of them"
         )
-    out = zoom(reference.astype(np.float32), factors, order=1, grid_mode=False)
-    if out.shape != tuple(shape):  # zoom rounds the output shape; it is exact for these factors
-        raise ParameterError(f"resampling gave shape {out.shape}, expected {tuple(shape)}")
+    scale = (ry + rx) / 2.0
+    out = np.asarray(reference, dtype=np.float32)
+    for axis in range(3):
+        out = _resample_axis(out, axis, int(shape[axis]), scale)
     return out
+
+
+def _resample_axis(a: np.ndarray, axis: int, n_out: int, scale: float) -> np.ndarray:
+    """Linear interpolation along one axis at ``c_in + (i - c_out)·scale``; 0 beyond half a voxel outside."""
+    n_in = a.shape[axis]
+    if n_in == n_out and scale == 1.0:
+        return a
+    pos = (n_in - 1) / 2.0 + (np.arange(n_out) - (n_out - 1) / 2.0) * scale
+    inside = (pos >= -0.5 - 1e-9) & (pos <= n_in - 0.5 + 1e-9)
+    p = np.clip(pos, 0.0, n_in - 1.0)
+    i0 = np.floor(p).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = (p - i0) * inside
+    w0 = (1.0 - (p - i0)) * inside
+    bshape = [1, 1, 1]
+    bshape[axis] = n_out
+    out = np.take(a, i0, axis=axis) * w0.reshape(bshape) + np.take(a, i1, axis=axis) * w.reshape(bshape)
+    return out.astype(np.float32)
 
 
 def evaluate_volumes(
