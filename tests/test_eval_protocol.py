@@ -158,6 +158,15 @@ def test_evaluate_identical_volumes() -> None:
     assert res["psnr_2d"] == math.inf
 
 
+def test_inverted_volume_is_reported_anticorrelated(rng: np.random.Generator, caplog: pytest.LogCaptureFixture) -> None:
+    ref = phantom(rng, (16, 16, 16))
+    cfg = EvalConfig(projections=ProjectionConfig(count=0))
+    with caplog.at_level("WARNING", logger="stemtomo.eval.evaluate"):
+        res = evaluate_volumes(torch.as_tensor(1.0 - ref), torch.as_tensor(ref), cfg)
+    assert res["pearson_3d"] == pytest.approx(-1.0)
+    assert "inverted" in caplog.text
+
+
 def test_evaluate_with_align_recovers_a_flipped_noisy_volume(rng: np.random.Generator) -> None:
     ref = phantom(rng)
     noisy = minmax(ref + 0.05 * rng.standard_normal(ref.shape)).astype(np.float32)

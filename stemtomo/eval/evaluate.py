@@ -99,7 +99,8 @@ def evaluate_volumes(
 
     Returns
     -------
-    dict: flat metric keys (see the module docstring), ``align`` (the transform found or None),
+    dict: flat metric keys (see the module docstring), ``pearson_3d`` (correlation after alignment; negative
+    means one volume looks inverted, a warning is logged), ``align`` (the transform found or None),
     ``settings_3d`` and ``details_2d`` (per-projection values, angles, protocol).
 
     Raises
@@ -125,6 +126,12 @@ def evaluate_volumes(
         )
     dims = (0, 1, 2)
     vol, ref = minmax_torch(vol, dims), minmax_torch(ref, dims)
+    out["pearson_3d"] = _pearson(vol, ref)
+    if out["pearson_3d"] < 0:
+        log.warning(
+            "volume and reference are anti-correlated (r = %.3f): is one inverted (bright = empty)? "
+            "stemtomo volumes are bright = dense", out["pearson_3d"],
+        )
     if config.metrics_3d:
         out |= _metrics_3d(vol, ref, config.ssim_data_range, mask)
     if config.projections.count > 0:
@@ -134,6 +141,13 @@ def evaluate_volumes(
         out |= two
         out["details_2d"] = details
     return out
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two tensors (0 if one is constant)."""
+    da, db = a - a.mean(), b - b.mean()
+    den = float(torch.sqrt((da * da).sum() * (db * db).sum()))
+    return float((da * db).sum()) / den if den > 0 else 0.0
 
 
 def _metrics_3d(vol: torch.Tensor, ref: torch.Tensor, data_range: float, mask: np.ndarray | None) -> dict[str, Any]:
