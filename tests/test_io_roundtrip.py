@@ -131,6 +131,19 @@ def test_tiff_pixel_size_in_nm_and_micron(workdir: Path) -> None:
         assert read_stack(f"{unit}.tif").meta.pixel_size_angstrom == pytest.approx(0.5 * factor, rel=1e-6)
 
 
+def test_tiff_narrow_stack_is_not_mistaken_for_rgb(workdir: Path) -> None:
+    """A stack of images 3 or 4 pixels wide stays a stack; only photometric-RGB pages become luma."""
+    data = np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3)
+    write_image("narrow.tif", data, Metadata(kind="volume"))
+    np.testing.assert_array_equal(read_volume("narrow.tif").data, data)
+    rgb = np.zeros((6, 5, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 100, 50, 10
+    tifffile.imwrite("rgb.tif", rgb, photometric="rgb")
+    img = read_volume("rgb.tif")
+    assert img.data.shape == (1, 6, 5)
+    np.testing.assert_allclose(img.data, 0.2126 * 100 + 0.7152 * 50 + 0.0722 * 10, rtol=1e-6)  # Rec. 709 luma
+
+
 def test_sidecar_unknown_keys_and_provenance_are_kept(workdir: Path, rng: np.random.Generator) -> None:
     data = rng.random((5, 4, 4), dtype=np.float32)
     write_image("a.mrc", data, _ts_meta(), provenance=make_provenance("simulate", {"seed": 3}))

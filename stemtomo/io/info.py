@@ -75,6 +75,12 @@ def _describe_array(p: Path) -> dict[str, Any]:
         "volume" if header is not None and header.ispg >= 1 else "tilt_series")
     out = _base(p, kind)
     warnings: list[str] = out["warnings"]
+    if kind == "volume" and not sidecar:
+        # no sidecar and ispg says volume: many microscope stacks say so too; angles found anywhere
+        # (angle file, .mdoc, extended header) make it a tilt series
+        _, found = resolve_stack_metadata(p, raw, header, header_pixel)
+        if "tilt_angles_deg" in found:
+            kind = out["kind"] = "tilt_series"
     if kind == "tilt_series":
         meta, sources = resolve_stack_metadata(p, raw, header, header_pixel)
         if meta.tilt_angles_deg is not None and len(meta.tilt_angles_deg) != raw.shape[0]:

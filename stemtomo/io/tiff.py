@@ -36,15 +36,15 @@ def read_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
             _check_tiff_size(tf, p)
             arr = tf.asarray()
             pixel = _pixel_size_angstrom(tf)
+            page0 = tf.pages[0]
+            rgb = int(getattr(page0, "photometric", 0)) == 2 and int(getattr(page0, "samplesperpixel", 1)) in (3, 4)
     except FileFormatError:
         raise
     except (tifffile.TiffFileError, ValueError, OSError) as exc:
         raise FileFormatError(f"{p}: not a readable TIFF file ({exc})") from None
     arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
-        # a single RGB(A) image: Rec. 709 luma
-        arr = arr[..., :3].astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-    if arr.ndim == 4 and arr.shape[-1] in (3, 4):
+    if rgb and arr.ndim in (3, 4) and arr.shape[-1] in (3, 4):
+        # RGB(A) pages (photometric RGB, samples last): Rec. 709 luma
         arr = arr[..., :3].astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
     if arr.ndim == 2:
         arr = arr[None]
