@@ -20,6 +20,11 @@ Image formation
     after the per-projection min–max only this contrast choice matters.
 
 The work is chunked along the ray (bounded memory) and runs on the device of the input tensor.
+
+References
+----------
+H. Kniesel, T. Ropinski, T. Bergner, et al., "Clean Implicit 3D Structure from Noisy 2D STEM Images",
+CVPR 2022 (the 2D evaluation protocol; ``Results.py`` / ``Evaluation2D.ipynb`` of its code).
 """
 
 from __future__ import annotations
