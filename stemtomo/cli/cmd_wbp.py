@@ -28,14 +28,6 @@ class Method(str, Enum):
     sirt = "sirt"
 
 
-class Filter(str, Enum):
-    ramp = "ramp"
-    shepp_logan = "shepp-logan"
-    cosine = "cosine"
-    hamming = "hamming"
-    hann = "hann"
-
-
 class ContrastOpt(str, Enum):
     bf = "bf"
     df = "df"
@@ -53,7 +45,7 @@ def wbp(
     angles: Annotated[Path | None, typer.Option("--angles", help="Angle file (.rawtlt/.tlt, one angle per line, degrees); overrides every other source.")] = None,
     tilt_axis_angle: Annotated[float | None, typer.Option("--tilt-axis-angle", help="In-plane tilt-axis angle of the images, degrees CCW from +y (IMOD RotationAngle; 90 = axis along x). Default: sidecar/header, else 0.")] = None,
     method: Annotated[Method, typer.Option("--method", help="wbp: weighted back-projection; sirt: iterative (SIRT).")] = Method.wbp,
-    filter_: Annotated[Filter, typer.Option("--filter", help="WBP ramp apodization (scikit-image iradon names).")] = Filter.ramp,
+    filter_: Annotated[str | None, typer.Option("--filter", help="WBP ramp apodization: ramp, shepp-logan, cosine, hamming or hann (scikit-image iradon names) [default: ramp].")] = None,
     thickness_px: Annotated[float | None, typer.Option("--thickness-px", help="Specimen slab thickness in input pixels; density outside it is 0. Default: sidecar thickness_px, else the image width (a generous slab).")] = None,
     nz: Annotated[int | None, typer.Option("--nz", help="Volume depth in output voxels (≥ slab). Default: the slab thickness rounded up.")] = None,
     bin_factor: Annotated[int, typer.Option("--bin", help="Average-bin the images by N before reconstruction (pixel size × N).")] = 1,
@@ -91,12 +83,13 @@ def wbp(
         raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
     if thickness_px is not None and not thickness_px > 0:
         raise ParameterError(f"--thickness-px {thickness_px:g}: the slab thickness must be > 0 pixels")
-    probe = WBPConfig(method=method.value, filter=filter_.value, nz=nz, bin_factor=bin_factor, sirt=sirt_cfg)
+    probe = WBPConfig(method=method.value, filter=WBPConfig().filter if filter_ is None else filter_, nz=nz,
+                      bin_factor=bin_factor, sirt=sirt_cfg)
     probe.validate()
     outputs = [output, *half_set_paths(output)] if half_sets else [output]
     check_outputs(outputs, overwrite)
     # enum values passed as plain str: options_dict keeps str-Enums as Enum objects (not YAML-safe)
-    opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, method=method.value, filter=filter_.value,
+    opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, method=method.value, filter=probe.filter,
                         thickness_px=thickness_px, nz=nz, bin=bin_factor, iterations=sirt_cfg.iterations,
                         relaxation=sirt_cfg.relaxation, positivity=positivity, half_sets=half_sets,
                         contrast=contrast.value if contrast else None, kappa=kappa, device=device)
