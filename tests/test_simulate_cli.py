@@ -125,3 +125,14 @@ def test_phantom_file_outside_unit_range(workdir: Path, cli) -> None:
     res = cli("simulate", "-o", "out", "--phantom", "ok.mrc", "--thickness-px", "12")
     assert res.exit_code == 1 and "--thickness-px 12: larger than the volume depth nz = 8" in res.output
     assert not (workdir / "out").exists()
+
+
+def test_raw_frame_and_shift_sidecar(workdir: Path, cli) -> None:
+    res = cli("simulate", "-o", "raw", "--size", "16", "--tilts", "-20:20:20", "--tilt-axis-angle", "90",
+              "--shift-sigma-px", "1", "--read-noise", "0.01")
+    assert res.exit_code == 0, res.output
+    for name in ("clean.mrc", "noisy.mrc"):
+        meta = read_stack(workdir / "raw" / name).meta
+        assert meta.tilt_axis_angle_deg == 90.0
+        assert np.asarray(meta.extra["shifts_px"]).shape == (3, 2)
+    assert "shifts_px" not in read_volume(workdir / "raw" / "phantom.mrc").meta.extra

@@ -209,3 +209,29 @@ def test_light_config_defaults_match_core() -> None:
 
     assert config.DEFAULT_KAPPA == DEFAULT_KAPPA
     assert config.DEFAULT_SAMPLES_PER_VOXEL == DEFAULT_SAMPLES_PER_VOXEL
+
+
+def test_raw_frame_output_and_shifts() -> None:
+    from stemtomo.core.geometry import raw_to_aligned
+    from stemtomo.simulate.misalign import random_shifts, shift_images
+
+    base = dict(size=16, thickness_px=8, tilts="-30:30:30", seed=2)
+    aligned = simulate(SimulationConfig(**base))
+    raw = simulate(SimulationConfig(**base, tilt_axis_angle_deg=90.0))
+    # tilt axis along x: the raw images are the aligned ones turned by a quarter, exactly invertible
+    back = raw_to_aligned(torch.from_numpy(raw.clean), 90.0).numpy()
+    assert np.array_equal(back, aligned.clean) and not np.array_equal(raw.clean, aligned.clean)
+    assert np.array_equal(raw.phantom, aligned.phantom)
+    shifted = simulate(SimulationConfig(**base, shift_sigma_px=1.5))
+    assert shifted.shifts_px is not None and shifted.shifts_px.shape == (3, 2)
+    assert np.array_equal(shifted.phantom, aligned.phantom)  # shifts use their own random stream
+    assert np.allclose(shifted.shifts_px, random_shifts(3, 1.5, 2))
+    # content moves by +(dx, dy): an integer shift of a spot is exact
+    spot = torch.zeros(1, 9, 9, dtype=torch.float64)
+    spot[0, 4, 3] = 1.0
+    moved = shift_images(spot, np.array([[2.0, -1.0]]))
+    assert moved[0, 3, 5] == 1.0 and float(moved.sum()) == 1.0
+    with pytest.raises(ParameterError, match="--shift-sigma-px"):
+        SimulationConfig(shift_sigma_px=-1.0).validate()
+    with pytest.raises(ParameterError, match="--tilt-axis-angle"):
+        SimulationConfig(tilt_axis_angle_deg=float("inf")).validate()

@@ -52,6 +52,8 @@ def simulate(
     noise_model: Annotated[Path | None, typer.Option("--noise-model", help="Noise model file from `stemtomo noise fit` (instead of the parametric noise). Writes noisy.mrc.")] = None,
     pixel_size_angstrom: Annotated[float | None, typer.Option("--pixel-size-angstrom", help="Pixel size in Å (sizes the 50 nm virion). Default: chosen so the virion is 1/4 of the slab.")] = None,
     particle_map: Annotated[Path | None, typer.Option("--particle-map", help="Cubic density map (.mrc) placed instead of the procedural virion (cell phantom).")] = None,
+    tilt_axis_angle: Annotated[float, typer.Option("--tilt-axis-angle", help="Write raw-frame images with the tilt axis at this angle, degrees CCW from +y (IMOD RotationAngle; 90 = axis along x). Multiples of 90° are exact; other angles leave the corners at 0.")] = _D.tilt_axis_angle_deg,
+    shift_sigma_px: Annotated[float, typer.Option("--shift-sigma-px", help="σ (pixels) of random per-tilt image shifts, recorded in the sidecars as ground truth (shifts_px: content moved by +(dx, dy)).")] = _D.shift_sigma_px,
     seed: SeedOpt = _D.seed,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
@@ -75,7 +77,7 @@ def simulate(
         noise=NoiseConfig(dose=dose, read_noise=read_noise, scan_correlation=scan_correlation),
         noise_model=None if noise_model is None else str(noise_model),
         pixel_size_angstrom=pixel_size_angstrom, particle_map=None if particle_map is None else str(particle_map),
-        seed=seed,
+        seed=seed, tilt_axis_angle_deg=tilt_axis_angle, shift_sigma_px=shift_sigma_px,
     )
     cfg.validate()
     _check_inputs(cfg)
@@ -84,7 +86,8 @@ def simulate(
                         angles=angles, contrast=contrast.value, kappa=kappa, defocus_max_px=defocus_max_px,
                         dose=dose, read_noise=read_noise, scan_correlation=scan_correlation,
                         noise_model=noise_model, pixel_size_angstrom=pixel_size_angstrom,
-                        particle_map=particle_map, seed=seed, device=device)
+                        particle_map=particle_map, tilt_axis_angle=tilt_axis_angle, shift_sigma_px=shift_sigma_px,
+                        seed=seed, device=device)
     inputs = [p for p in (angles, noise_model, particle_map) if p is not None]
     if phantom and Path(phantom).suffix:
         inputs.append(Path(phantom))
@@ -120,8 +123,11 @@ def _run(cfg: SimulationConfig, output: Path, opts: dict[str, Any], inputs: list
     pixel = result.pixel_size_angstrom
     vol_meta = Metadata(kind="volume", axes="zyx", pixel_size_angstrom=pixel, thickness_px=result.thickness_px,
                         extra=extra)
+    if result.shifts_px is not None:
+        extra = {**extra, "shifts_px": result.shifts_px.round(4).tolist()}
     ts_meta = Metadata(kind="tilt_series", axes="tyx", pixel_size_angstrom=pixel,
-                       tilt_angles_deg=[float(a) for a in result.tilt_angles_deg], tilt_axis_angle_deg=0.0,
+                       tilt_angles_deg=[float(a) for a in result.tilt_angles_deg],
+                       tilt_axis_angle_deg=float(cfg.tilt_axis_angle_deg),
                        thickness_px=result.thickness_px, contrast=cfg.contrast, kappa=cfg.kappa,
                        normalization={"method": "physical", "range01": True}, extra=extra)
     written = [write_image(output / "phantom.mrc", result.phantom, vol_meta, overwrite=overwrite,

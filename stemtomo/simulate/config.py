@@ -116,6 +116,10 @@ class SimulationConfig:
     """Random seed for the phantom (numpy) and the noise (torch generator on the device)."""
     samples_per_voxel: float = DEFAULT_SAMPLES_PER_VOXEL
     """Projector samples per voxel of path length."""
+    tilt_axis_angle_deg: float = 0.0
+    """Write raw-frame images whose tilt axis is at this angle, CCW from +y (IMOD RotationAngle)."""
+    shift_sigma_px: float = 0.0
+    """σ of random per-tilt image shifts (pixels, raw frame), recorded in the sidecar; 0 = aligned."""
 
     def angles(self) -> np.ndarray:
         """The tilt angles in degrees, validated."""
@@ -152,6 +156,10 @@ class SimulationConfig:
             raise ParameterError(
                 f"--pixel-size-angstrom {self.pixel_size_angstrom!r}: must be a positive number"
             )
+        if not math.isfinite(self.tilt_axis_angle_deg):
+            raise ParameterError(f"--tilt-axis-angle {self.tilt_axis_angle_deg!r}: must be a finite angle in degrees")
+        if not (math.isfinite(self.shift_sigma_px) and self.shift_sigma_px >= 0):
+            raise ParameterError(f"--shift-sigma-px {self.shift_sigma_px!r}: must be a number ≥ 0 (0 = off)")
         self.noise.validate()
         self.angles()
 

@@ -1,6 +1,9 @@
 """The simulation pipeline: phantom → line integrals → STEM intensities → (defocus) → (noise).
 
 Order of operations as in the paper (METHOD.md §7.2): clean projection → defocus blur → noise → clip.
+Projection and defocus happen in the aligned frame (tilt axis = +y); optional raw-frame output (tilt axis
+at ``tilt_axis_angle_deg``) and per-tilt shifts are applied before the noise, so the noise (and its scan
+correlation along the detector's x) lives in the raw detector frame.
 Differences to the research code: the projector is :func:`stemtomo.core.projector.forward_project`
 (the same one reconstruction and evaluation use), trilinear instead of truncated nearest-voxel lookup;
 intensities follow the Beer–Lambert model of :mod:`stemtomo.core.imaging` in normalized length units
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stemtomo.core.geometry import length_unit_px
+from stemtomo.core.geometry import aligned_to_raw, length_unit_px
 from stemtomo.core.imaging import intensity
 from stemtomo.core.projector import DEFAULT_SAMPLES_PER_VOXEL, forward_project
 from stemtomo.errors import InputError, ParameterError
@@ -31,6 +34,7 @@ from stemtomo.simulate.config import (
     parse_tilt_range,
 )
 from stemtomo.simulate.defocus import apply_defocus
+from stemtomo.simulate.misalign import random_shifts, shift_images
 from stemtomo.simulate.noise import apply_noise_model, apply_parametric_noise
 from stemtomo.simulate.phantoms import cell_phantom
 from stemtomo.simulate.simple_phantoms import nanoparticle_phantom, shepp_logan_phantom
@@ -55,6 +59,8 @@ class SimulationResult:
     thickness_px: float
     pixel_size_angstrom: float | None
     phantom_params: dict[str, Any]
+    shifts_px: np.ndarray | None = None
+    """Applied per-tilt shifts ``(n_tilts, 2)`` as (dx, dy) pixels (content moved by +d), or None."""
 
 
 def _particle(cfg: SimulationConfig, thickness: float) -> tuple[np.ndarray, float | None]:
@@ -160,6 +166,9 @@ def simulate(
     if cfg.defocus_max_px > 0:
         step("defocus")
         defocused = apply_defocus(clean, angles, cfg.defocus_max_px)
+    shifts = random_shifts(len(angles), cfg.shift_sigma_px, cfg.seed) if cfg.shift_sigma_px > 0 else None
+    clean = _to_raw(clean, cfg.tilt_axis_angle_deg, shifts)
+    defocused = None if defocused is None else _to_raw(defocused, cfg.tilt_axis_angle_deg, shifts)
     noisy = None
     base = clean if defocused is None else defocused
     gen = torch.Generator(device=vol_t.device).manual_seed(int(cfg.seed))
@@ -182,7 +191,18 @@ def simulate(
         thickness_px=t,
         pixel_size_angstrom=pixel,
         phantom_params=params,
+        shifts_px=shifts,
     )
+
+
+def _to_raw(images: torch.Tensor, tilt_axis_angle_deg: float, shifts: np.ndarray | None) -> torch.Tensor:
+    """Aligned-frame images → raw frame (tilt axis at the given angle), then the per-tilt shifts.
+
+    Quarter turns are exact; other angles resample bilinearly and leave corners outside the aligned field
+    of view at 0 (see :func:`stemtomo.core.geometry.aligned_to_raw`).
+    """
+    out = aligned_to_raw(images, tilt_axis_angle_deg) if tilt_axis_angle_deg else images
+    return out if shifts is None else shift_images(out, shifts)
 
 
 __all__ = [
