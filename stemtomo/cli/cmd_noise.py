@@ -139,7 +139,7 @@ def _run_fit(clean_path: Path, noisy_path: Path, read_stack: Any, kinds: tuple[s
 
     from stemtomo.io import make_provenance, write_text_atomic
     from stemtomo.noise import save_noise_model
-    from stemtomo.noise.calibrate import calibrate
+    from stemtomo.noise.calibration import calibrate
     from stemtomo.noise.pairs import prepare_pairs
     from stemtomo.noise.plot import plot_noise_histograms
 

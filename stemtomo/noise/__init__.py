@@ -20,7 +20,7 @@ if TYPE_CHECKING:
         register_noise_model,
         save_noise_model,
     )
-    from stemtomo.noise.calibrate import Calibration, calibrate
+    from stemtomo.noise.calibration import Calibration, calibrate
     from stemtomo.noise.config import FitConfig
     from stemtomo.noise.fit import FitResult, fit_noise_model
     from stemtomo.noise.flow import FlowNoiseModel
@@ -37,8 +37,8 @@ _WHERE = {
     "noise_model_kinds": "base",
     "register_noise_model": "base",
     "save_noise_model": "base",
-    "Calibration": "calibrate",
-    "calibrate": "calibrate",
+    "Calibration": "calibration",
+    "calibrate": "calibration",
     "FitConfig": "config",
     "FitResult": "fit",
     "fit_noise_model": "fit",

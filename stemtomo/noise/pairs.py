@@ -83,7 +83,8 @@ def normalize_pair(clean: np.ndarray, noisy: np.ndarray, joint: bool) -> tuple[n
 def register_pair(clean: np.ndarray, noisy: np.ndarray, upsample: int = 20) -> tuple[np.ndarray, np.ndarray, list]:
     """Shift each clean image onto its noisy partner (sub-pixel phase correlation) and crop the border.
 
-    Returns the cropped ``(clean, noisy)`` and the shifts ``[(dy, dx), ...]`` applied to the clean images.
+    Both images are mean-subtracted and Hann-windowed for the correlation (plain cross-correlation: the
+    short exposure is too noisy for phase normalization). Returns the cropped ``(clean, noisy)`` and the shifts ``[(dy, dx), ...]`` applied to the clean images.
     Uses scikit-image's phase correlation and scipy's spline shift (cubic).
     """
     from scipy.ndimage import shift as nd_shift
@@ -91,8 +92,10 @@ def register_pair(clean: np.ndarray, noisy: np.ndarray, upsample: int = 20) -> t
 
     out = np.empty_like(clean)
     shifts = []
+    window = np.outer(np.hanning(clean.shape[1]), np.hanning(clean.shape[2]))  # no wrap-around edges
     for i in range(clean.shape[0]):
-        s, _, _ = phase_cross_correlation(noisy[i], clean[i], upsample_factor=upsample, normalization=None)
+        ref, mov = (noisy[i] - noisy[i].mean()) * window, (clean[i] - clean[i].mean()) * window
+        s, _, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample, normalization=None)
         shifts.append((float(s[0]), float(s[1])))
         out[i] = nd_shift(clean[i], s, order=3, mode="nearest")
     m = int(math.ceil(max((max(abs(a), abs(b)) for a, b in shifts), default=0.0)))
