@@ -182,6 +182,33 @@ def test_mrc_without_sidecar_uses_header(workdir: Path) -> None:
     assert img.meta.tilt_angles_deg is None
 
 
+def test_legacy_header_opens_permissively_with_a_warning(workdir: Path, cli, caplog: pytest.LogCaptureFixture) -> None:
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    with mrcfile.new("ok.mrc") as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 2.0
+    raw = bytearray(Path("ok.mrc").read_bytes())
+    raw[208:216] = bytes(8)  # no 'MAP ' and no machine stamp (pre-2000 writers)
+    raw[28:40] = bytes(12)  # mx = my = mz = 0: no pixel spacing (and no division by zero)
+    Path("old.mrc").write_bytes(bytes(raw))
+    arr, info = read_mrc("old.mrc")
+    np.testing.assert_array_equal(arr, data)
+    assert info.pixel_size_angstrom is None
+    assert any("machine stamp" in w for w in info.warnings)
+    assert "old.mrc: read permissively" in caplog.text
+    result = cli("info", "old.mrc")
+    assert result.exit_code == 0 and "MRC header read permissively" in result.stderr
+
+
+def test_volume_stack_is_read_as_sections(workdir: Path) -> None:
+    data = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    with mrcfile.new("vs.mrc") as mrc:
+        mrc.set_data(data)  # ispg 401, mz = 3
+    arr, info = read_mrc("vs.mrc")
+    np.testing.assert_array_equal(arr, data.reshape(6, 4, 5))
+    assert info.shape == (6, 4, 5)
+
+
 def test_imod_unsigned_bytes(workdir: Path) -> None:
     """Mode 0 without MRC2014 nversion or IMOD's signed flag holds unsigned bytes (IMOD convention)."""
     data = np.array([[[0, 100, 200, 255]]], dtype=np.uint8)

@@ -102,7 +102,7 @@ def _describe_array(p: Path) -> dict[str, Any]:
     if bad:
         warnings.append(f"{bad} NaN/Inf values")
     if header is not None:
-        warnings.extend(f"non-conforming MRC header: {w}" for w in header.warnings)
+        warnings.extend(f"MRC header read permissively: {w}" for w in header.warnings)
         if header.y_inverted:
             warnings.append("rows stored top-first (FEI/Thermo MRC2014 or mapr = -2): flipped on read, as IMOD does")
     out.update(
@@ -181,11 +181,15 @@ def _describe_document(p: Path) -> dict[str, Any]:
 
 
 def angle_summary(angles: list[float] | None) -> dict[str, float | int] | None:
-    """``{count, min, max, step}`` of tilt angles (step = median difference in stack order), or None."""
+    """``{count, min, max, step}`` of tilt angles, or None.
+
+    ``step`` is the median spacing of the sorted angles, so dose-symmetric orders (0, 3, −3, 6, …) give
+    the increment too.
+    """
     if not angles:
         return None
     a = np.asarray(angles, dtype=np.float64)
-    step = float(np.median(np.diff(a))) if a.size > 1 else 0.0
+    step = float(np.median(np.diff(np.sort(a)))) if a.size > 1 else 0.0
     return {"count": int(a.size), "min": float(a.min()), "max": float(a.max()), "step": step}
 
 

@@ -119,6 +119,12 @@ def _imod_fields(raw: bytes, endian: str) -> dict[str, Any]:
 def read_mrc(path: str | os.PathLike[str]) -> tuple[np.ndarray, MrcHeaderInfo]:
     """Read an MRC file as ``float32`` ``[section, row, column]`` plus header information.
 
+    The header is checked against the file size before any data is read. Non-conforming headers
+    (legacy files without ``MAP ``, bad machine stamp or axis map, zero grid size) are read permissively;
+    each problem is logged as a warning and listed in ``MrcHeaderInfo.warnings``. FEI/Thermo files that
+    IMOD reads as top-row-first are flipped in y (see ``MrcHeaderInfo.y_inverted``); mode-0 files are
+    read as unsigned bytes where IMOD would (``unsigned_bytes``).
+
     Raises
     ------
     FileFormatError
@@ -129,52 +135,69 @@ def read_mrc(path: str | os.PathLike[str]) -> tuple[np.ndarray, MrcHeaderInfo]:
     p = Path(path)
     raw = _read_raw_header(p)  # size and sanity checks before mrcfile maps anything
     notes: list[str] = []
-    if raw["raw"][208:212] != b"MAP ":
-        notes.append("no 'MAP ' signature at byte 208 (pre-2000 or non-standard writer)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             mrc = mrcfile.mmap(p, mode="r", permissive=True)
         except (ValueError, OSError) as exc:
             raise FileFormatError(f"{p}: cannot read MRC file ({exc})") from None
+        try:
+            arr = _data_as_float32(p, mrc, raw, notes)
+            info = _header_info(p, mrc.header, raw, arr.shape, notes)
+        finally:
+            mrc.close()
     notes.extend(str(w.message) for w in caught)
-    try:
-        if mrc.data is None:
-            raise FileFormatError(f"{p}: MRC header is invalid and no data could be mapped; check the file")
-        data = np.asarray(mrc.data)
-        if data.ndim == 2:
-            data = data[None]
-        if raw["mode"] == 0 and raw["unsigned_bytes"]:
-            data = data.view(np.uint8)  # IMOD: bytes are unsigned unless MRC2014 or imodFlags bit 1
-        if raw["y_inverted"]:
-            data = data[:, ::-1, :]  # FEI/Thermo top-row-first file: flip as IMOD does
-            log.info("%s: rows stored top-first (FEI/Thermo MRC2014 or mapr = -2); flipped as IMOD does", p)
-        arr = np.array(data, dtype=np.float32)  # copy out of the memory map
-        h = mrc.header
-        vs = float(mrc.voxel_size.x)
-        info = MrcHeaderInfo(
-            shape=tuple(int(s) for s in arr.shape),  # type: ignore[arg-type]
-            mode=int(h.mode),
-            pixel_size_angstrom=vs if vs > 0 else None,
-            ispg=int(h.ispg),
-            exttyp=bytes(h.exttyp).decode("ascii", "replace").strip("\x00 "),
-            nversion=int(h.nversion),
-            extended_header=_read_extended_bytes(p, raw["nsymbt"]),
-            nint=raw["nint"],
-            nreal=raw["nreal"],
-            labels=[bytes(lab).decode("ascii", "replace").strip("\x00 ") for lab in h.label[: min(10, max(0, int(h.nlabl)))]],
-            warnings=notes,
-            byte_order=raw["endian"],
-            imod_stamp=raw["imod_stamp"],
-            imod_flags=raw["imod_flags"],
-            y_inverted=raw["y_inverted"],
-            unsigned_bytes=raw["mode"] == 0 and raw["unsigned_bytes"],
-        )
-    finally:
-        mrc.close()
     for note in notes:
-        log.warning("%s: non-conforming MRC header read permissively: %s", p, note)
+        log.warning("%s: read permissively: %s", p, note)
     return arr, info
+
+
+def _data_as_float32(p: Path, mrc: Any, raw: dict[str, Any], notes: list[str]) -> np.ndarray:
+    if mrc.data is None:
+        raise FileFormatError(f"{p}: MRC header is invalid and no data could be mapped; check the file")
+    data = np.asarray(mrc.data)
+    if data.ndim == 2:
+        data = data[None]
+    elif data.ndim == 4:  # a volume stack (ispg 401): sections in file order, as IMOD reads them
+        notes.append(f"volume stack of shape {data.shape} read as {data.shape[0] * data.shape[1]} sections")
+        data = data.reshape(-1, *data.shape[2:])
+    if raw["mode"] == 0 and raw["unsigned_bytes"]:
+        data = data.view(np.uint8)  # IMOD: bytes are unsigned unless MRC2014 or imodFlags bit 1
+    if raw["y_inverted"]:
+        data = data[:, ::-1, :]  # FEI/Thermo top-row-first file: flip as IMOD does
+        log.info("%s: rows stored top-first (FEI/Thermo MRC2014 or mapr = -2); flipped as IMOD does", p)
+    return np.array(data, dtype=np.float32)  # copy out of the memory map
+
+
+def _header_pixel_size(raw: bytes, endian: str) -> float | None:
+    """IMOD's pixel spacing xlen/mx (Å), or None when the header does not define it."""
+    mx = int(np.frombuffer(raw[28:32], dtype=endian + "i4")[0])
+    xlen = float(np.frombuffer(raw[40:44], dtype=endian + "f4")[0])
+    if mx <= 0 or not np.isfinite(xlen) or xlen <= 0:
+        return None
+    return xlen / mx
+
+
+def _header_info(p: Path, h: Any, raw: dict[str, Any], shape: tuple[int, ...], notes: list[str]) -> MrcHeaderInfo:
+    nlabl = min(10, max(0, int(h.nlabl)))
+    return MrcHeaderInfo(
+        shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+        mode=int(h.mode),
+        pixel_size_angstrom=_header_pixel_size(raw["raw"], raw["endian"]),
+        ispg=int(h.ispg),
+        exttyp=bytes(h.exttyp).decode("ascii", "replace").strip("\x00 "),
+        nversion=int(h.nversion),
+        extended_header=_read_extended_bytes(p, raw["nsymbt"]),
+        nint=raw["nint"],
+        nreal=raw["nreal"],
+        labels=[bytes(lab).decode("ascii", "replace").strip("\x00 ") for lab in h.label[:nlabl]],
+        warnings=notes,
+        byte_order=raw["endian"],
+        imod_stamp=raw["imod_stamp"],
+        imod_flags=raw["imod_flags"],
+        y_inverted=raw["y_inverted"],
+        unsigned_bytes=raw["mode"] == 0 and raw["unsigned_bytes"],
+    )
 
 
 def _read_extended_bytes(path: Path, nbytes: int) -> bytes:

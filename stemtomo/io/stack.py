@@ -69,6 +69,8 @@ def read_array(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, 
     p = Path(path)
     _check_input_file(p)
     suffix = p.suffix.lower()
+    if suffix in (".gz", ".bz2", ".xz", ".zip", ".mrcz"):
+        raise InputError(f"{p}: compressed files are not read directly; decompress it first (e.g. gunzip)")
     if suffix in MRC_SUFFIXES:
         data, info = read_mrc(p)
         return data, info.pixel_size_angstrom, info
@@ -164,7 +166,15 @@ def resolve_stack_metadata(
     if meta.kind == "volume":
         raise InputError(f"{path}: sidecar says this is a volume, expected a tilt series")
     meta.kind, meta.axes, meta.shape = "tilt_series", "tyx", list(data.shape)
-    lazy, sources = _Lazy(path, header), {}
+    lazy, sources = _Lazy(path, header), dict[str, str]()
+    _resolve_angles(meta, keys, lazy, sources, angles)
+    _resolve_pixel(meta, keys, lazy, sources, pixel_size_angstrom, header_pixel)
+    _resolve_axis(meta, keys, lazy, sources, tilt_axis_angle_deg)
+    return meta, sources
+
+
+def _resolve_angles(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[str, str],
+                    angles: str | os.PathLike[str] | Sequence[float] | None) -> None:
     if angles is not None:
         if isinstance(angles, (str, os.PathLike)):
             meta.tilt_angles_deg, sources["tilt_angles_deg"] = read_angle_file(angles), str(angles)
@@ -172,43 +182,50 @@ def resolve_stack_metadata(
             meta.tilt_angles_deg, sources["tilt_angles_deg"] = [float(a) for a in angles], "--angles"
     elif "tilt_angles_deg" in keys:
         sources["tilt_angles_deg"] = "sidecar"
-    elif (found := find_angle_file(path)) is not None:
+    elif (found := find_angle_file(lazy.path)) is not None:
         meta.tilt_angles_deg, sources["tilt_angles_deg"] = read_angle_file(found), str(found)
     else:
-        for src in (lazy.mdoc, lazy.ext):
-            if src().get("tilt_angles_deg") is not None:
-                meta.tilt_angles_deg = [float(a) for a in src()["tilt_angles_deg"]]
-                sources["tilt_angles_deg"] = src()["source"]
-                break
-    if pixel_size_angstrom is not None:
-        meta.pixel_size_angstrom, sources["pixel_size_angstrom"] = float(pixel_size_angstrom), "--pixel-size"
+        for src in (lazy.mdoc(), lazy.ext()):
+            if src.get("tilt_angles_deg") is not None:
+                meta.tilt_angles_deg = [float(a) for a in src["tilt_angles_deg"]]
+                sources["tilt_angles_deg"] = src["source"]
+                return
+
+
+def _resolve_pixel(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[str, str],
+                   explicit: float | None, header_pixel: float | None) -> None:
+    if explicit is not None:
+        meta.pixel_size_angstrom, sources["pixel_size_angstrom"] = float(explicit), "--pixel-size"
     elif "pixel_size_angstrom" in keys:
         sources["pixel_size_angstrom"] = "sidecar"
     else:
-        found_px = next((src() for src in (lazy.mdoc, lazy.ext) if src().get("pixel_size_angstrom")), None)
-        if found_px is not None:
-            meta.pixel_size_angstrom = float(found_px["pixel_size_angstrom"])
-            sources["pixel_size_angstrom"] = found_px["source"]
+        found = next((src() for src in (lazy.mdoc, lazy.ext) if src().get("pixel_size_angstrom")), None)
+        if found is not None:
+            meta.pixel_size_angstrom = float(found["pixel_size_angstrom"])
+            sources["pixel_size_angstrom"] = found["source"]
         elif header_pixel is not None:
             meta.pixel_size_angstrom, sources["pixel_size_angstrom"] = header_pixel, "MRC/TIFF header"
-    if tilt_axis_angle_deg is not None:
-        meta.tilt_axis_angle_deg = float(tilt_axis_angle_deg)
-        sources["tilt_axis_angle_deg"] = "--tilt-axis-angle"
-    elif "tilt_axis_angle_deg" in keys:
+
+
+def _resolve_axis(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[str, str],
+                  explicit: float | None) -> None:
+    if explicit is not None:
+        meta.tilt_axis_angle_deg, sources["tilt_axis_angle_deg"] = float(explicit), "--tilt-axis-angle"
+        return
+    if "tilt_axis_angle_deg" in keys:
         sources["tilt_axis_angle_deg"] = "sidecar"
-    else:
-        found_ax = next((src() for src in (lazy.mdoc, lazy.ext) if src().get("tilt_axis_angle_deg") is not None), None)
-        if found_ax is not None:
-            meta.tilt_axis_angle_deg = float(found_ax["tilt_axis_angle_deg"])
-            sources["tilt_axis_angle_deg"] = found_ax["source"]
-        elif lazy.ext().get("header_tilt_axis_angle_deg") is not None:
-            sources["header_tilt_axis_angle_deg"] = str(lazy.ext()["header_tilt_axis_angle_deg"])
-            log.warning(
-                "%s: the extended header gives a tilt axis of %.2f° (FEI convention, unverified against "
-                "IMOD's); not applied: pass the tilt-axis angle explicitly to use it",
-                path, lazy.ext()["header_tilt_axis_angle_deg"],
-            )
-    return meta, sources
+        return
+    found = next((src() for src in (lazy.mdoc, lazy.ext) if src().get("tilt_axis_angle_deg") is not None), None)
+    if found is not None:
+        meta.tilt_axis_angle_deg = float(found["tilt_axis_angle_deg"])
+        sources["tilt_axis_angle_deg"] = found["source"]
+    elif (unverified := lazy.ext().get("header_tilt_axis_angle_deg")) is not None:
+        sources["header_tilt_axis_angle_deg"] = str(unverified)
+        log.warning(
+            "%s: the extended header gives a tilt axis of %.2f° (FEI convention, unverified against "
+            "IMOD's); not applied: pass the tilt-axis angle explicitly to use it",
+            lazy.path, unverified,
+        )
 
 
 def check_angle_count(meta: Metadata, n_images: int, path: Path | None, source: str | None = None) -> None:
