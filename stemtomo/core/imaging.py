@@ -82,7 +82,9 @@ def robust_normalize(
 
 def is_normalized(meta_normalization: dict[str, Any] | None) -> bool:
     """True if a sidecar's ``normalization`` record says the intensities are already in [0, 1]."""
-    return bool(meta_normalization) and bool(meta_normalization.get("range01", False) or meta_normalization.get("method"))
+    if not meta_normalization:
+        return False
+    return bool(meta_normalization.get("range01", False) or meta_normalization.get("method"))
 
 
 def normalized_intensities(stack: np.ndarray, meta_normalization: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
