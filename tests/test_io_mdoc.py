@@ -121,6 +121,9 @@ def test_angle_file_parsing(workdir: Path) -> None:
 
 def test_tlt_preferred_over_rawtlt(workdir: Path) -> None:
     _mrc(workdir / "ts.mrc")
+    (workdir / "ts_TLT.txt").write_text("# AreTomo3: tilt, acquisition order, dose\n-3 2 3.1\n0 1 3.1\n3 3 3.1\n")
+    assert find_angle_file(workdir / "ts.mrc") == workdir / "ts_TLT.txt"
+    assert read_stack(workdir / "ts.mrc").meta.tilt_angles_deg == [-3.0, 0.0, 3.0]  # first column only
     (workdir / "ts.rawtlt").write_text("1\n2\n3\n")
     assert find_angle_file(workdir / "ts.mrc") == workdir / "ts.rawtlt"
     (workdir / "ts.tlt").write_text("1\n2\n3\n")

@@ -1,4 +1,4 @@
-"""Tilt-angle files: IMOD ``.rawtlt``/``.tlt`` and AreTomo angle files (first column used)."""
+"""Tilt-angle files: IMOD ``.rawtlt``/``.tlt`` and AreTomo angle files (``_TLT.txt``, ``-AngFile``; first column used)."""
 
 from __future__ import annotations
 
@@ -49,10 +49,12 @@ def format_angles(angles: Sequence[float]) -> str:
 
 
 def find_angle_file(stack_path: str | os.PathLike[str]) -> Path | None:
-    """An angle file beside the stack with the same stem (``ts.mrc`` → ``ts.tlt`` > ``ts.rawtlt``)."""
+    """An angle file beside the stack with the same stem, or None.
+
+    ``ts.mrc`` → ``ts.tlt`` (IMOD, refined) > ``ts.rawtlt`` (IMOD, nominal) > ``ts_TLT.txt`` (AreTomo3).
+    """
     p = Path(stack_path)
-    for suffix in ANGLE_SUFFIXES:
-        cand = p.with_suffix(suffix)
+    for cand in (*(p.with_suffix(s) for s in ANGLE_SUFFIXES), p.with_name(p.stem + "_TLT.txt")):
         if cand.is_file():
             return cand
     return None
