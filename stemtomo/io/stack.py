@@ -151,7 +151,7 @@ def resolve_stack_metadata(
     """Metadata of a tilt series and where each field came from (the angle count is not checked here).
 
     Precedence, per field: explicit argument > sidecar > angle file beside the stack (``.tlt`` >
-    ``.rawtlt``, angles only) > ``.mdoc`` beside the stack > MRC extended header / title label > the MRC
+    ``.rawtlt`` > ``_TLT.txt``, angles only) > ``.mdoc`` beside the stack > MRC extended header / title label > the MRC
     header's voxel size (pixel size only). Header sources are only parsed when needed, so a malformed
     ``.mdoc`` does not matter when the sidecar already has everything.
 
