@@ -146,6 +146,19 @@ def test_agard_old_fei_header(workdir: Path) -> None:
     assert img.meta.tilt_axis_angle_deg == 0.0
 
 
+def test_old_fei_block_without_nint_nreal(workdir: Path) -> None:
+    """Old FEI writers leave nint = nreal = 0; the fixed 1024 × 128-byte block still identifies the layout."""
+    floats = np.zeros((1024, 32), dtype="<f4")
+    floats[:5, 0] = TILTS
+    floats[:, 11] = 6.0e-10
+    path = _write(workdir / "old.mrc", _stack(), floats.tobytes(), b"\0\0\0\0", 0, 0, nversion=0)
+    img = read_stack(path)
+    np.testing.assert_allclose(img.tilt_angles_deg, TILTS, atol=1e-5)
+    assert img.meta.pixel_size_angstrom == pytest.approx(6.0, rel=1e-6)
+    path = _write(workdir / "other.mrc", _stack(), bytes(1000), b"\0\0\0\0", 0, 0)  # unknown block: ignored
+    assert read_stack(path).meta.tilt_angles_deg is None
+
+
 def test_agard_with_ints_before_floats(workdir: Path) -> None:
     n, nint, nreal = 5, 2, 3
     rec = np.zeros(n, dtype=[("ints", "<i4", (nint,)), ("floats", "<f4", (nreal,))])

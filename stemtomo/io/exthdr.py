@@ -16,7 +16,9 @@ Three layouts are decoded, following CONVENTIONS.md §2.4–2.6 (IMOD ``mrc_form
 Agard / old FEI (Xplore3D, TIA; ``AGAR`` or no type)
     ``nint`` int32 then ``nreal`` float32 per section; the tilt is the first float. When there are at
     least 12 floats (old FEI), float 11 is the pixel size in metres and float 10 the tilt axis (reported,
-    not applied). IMOD's work-around for the FEI bug ``nint = 128, nreal = 32`` (set nint = 0) is applied.
+    not applied). IMOD's work-around for the FEI bug ``nint = 128, nreal = 32`` (set nint = 0) is applied,
+    and a 131072-byte block (1024 × 128) with ``nint = nreal = 0``, as old FEI writers leave it, is read
+    as the old FEI layout (32 floats per record).
 
 Values are sanity-checked (tilts finite and within ±90°, not all zero; pixel size 0.01–10⁶ Å); a
 layout that fails is ignored with a log warning rather than trusted.
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 SERI_ITEM_BYTES = (2, 6, 4, 2, 2, 4, 2, 4, 2, 4, 2)
 #: Record length of FEI1 / FEI2 extended headers.
 FEI_RECORD_BYTES = {"FEI1": 768, "FEI2": 888}
+#: Size of the old FEI extended header: always 1024 records of 128 bytes.
+OLD_FEI_BYTES = 1024 * 128
 _FEI_ALPHA, _FEI_AXIS, _FEI_PIXEL = 100, 140, 156
 _TITLE_AXIS = re.compile(r"tilt\s*axis\s*angle\s*=\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)", re.IGNORECASE)
 
@@ -85,6 +89,9 @@ def parse_extended_header(header: MrcHeaderInfo) -> dict[str, Any]:
             out = _parse_seri(ext, n, header.nint, header.nreal, order)
         elif header.nreal > 0 or exttyp == "AGAR":
             out = _parse_agard(ext, n, header.nint, header.nreal, order)
+        elif header.nint == 0 and header.nreal == 0 and len(ext) == OLD_FEI_BYTES and n <= 1024:
+            # old FEI writers (Xplore3D/TIA) may leave nint = nreal = 0: the fixed 1024 × 128-byte block
+            out = _parse_agard(ext, n, 0, 32, order)
     axis = title_tilt_axis(header.labels)
     if axis is not None:
         out["tilt_axis_angle_deg"] = axis
@@ -209,6 +216,7 @@ def _parse_agard(ext: bytes, n: int, nint: int, nreal: int, order: str) -> dict[
 
 __all__ = [
     "FEI_RECORD_BYTES",
+    "OLD_FEI_BYTES",
     "SERI_ITEM_BYTES",
     "is_serialem_layout",
     "parse_extended_header",
