@@ -43,7 +43,7 @@ def recon(
     rays_per_batch: Annotated[int, typer.Option("--rays-per-batch", help="Rays per step.")] = _D.rays_per_batch,
     samples: Annotated[int, typer.Option("--samples", help="Stratified samples per ray inside the slab.")] = _R.n_samples,
     importance: Annotated[int, typer.Option("--importance", help="Extra importance samples per ray (0 = off).")] = _R.n_importance,
-    lr: Annotated[float | None, typer.Option("--lr", help="Field learning rate [default: 1e-2; mlp 5e-4].")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Field learning rate [default: voxel 3e-2, grid 1e-2, mlp 5e-4].")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="Field optimizer: adam | sgd.")] = _D.optimizer,
     flow_lr: Annotated[float, typer.Option("--flow-lr", help="Flow learning rate (ours).")] = _D.flow_lr,
     flow_optimizer: Annotated[str, typer.Option("--flow-optimizer", help="Flow optimizer: adam | sgd.")] = _D.flow_optimizer,
@@ -121,7 +121,7 @@ def _build_config(o: dict[str, Any]) -> ReconConfig:
     kind = o["field"] or "voxel"
     nll = method in ("ours", "ours-sup")
     tv = o["tv"] if o["tv"] is not None else (0.03 if nll else 0.005)
-    lr = o["lr"] if o["lr"] is not None else (5e-4 if kind == "mlp" else _D.lr)
+    lr = o["lr"] if o["lr"] is not None else {"mlp": 5e-4, "grid": 1e-2}.get(kind, _D.lr)
     return ReconConfig(
         method=method, field=FieldConfig(kind=kind, grid_levels=o["grid_levels"], mlp_width=o["mlp_width"]),
         render=RenderConfig(n_samples=o["samples"], n_importance=o["importance"]),
