@@ -235,3 +235,16 @@ def test_raw_frame_output_and_shifts() -> None:
         SimulationConfig(shift_sigma_px=-1.0).validate()
     with pytest.raises(ParameterError, match="--tilt-axis-angle"):
         SimulationConfig(tilt_axis_angle_deg=float("inf")).validate()
+
+
+def test_particle_map_file_is_placed(tmp_path) -> None:
+    from stemtomo.io import Metadata, write_image
+    from stemtomo.simulate.virion import procedural_virion
+
+    path = write_image(tmp_path / "p.mrc", 3.0 * procedural_virion(5.0) - 1.0, Metadata(kind="volume"))
+    vol, _, _, params = make_phantom(SimulationConfig(size=32, thickness_px=16, particle_map=str(path)))
+    assert params["placed"]["viruses"] > 0 and params["particle_size_px"] == 7  # min-max normalized, as is
+    assert float(vol.max()) <= 1.0
+    # a map larger than the slab cannot be placed: no viruses, no error
+    _, _, _, params = make_phantom(SimulationConfig(size=32, thickness_px=4, particle_map=str(path)))
+    assert params["placed"]["viruses"] == 0

@@ -63,7 +63,7 @@ class SimulationResult:
     """Applied per-tilt shifts ``(n_tilts, 2)`` as (dx, dy) pixels (content moved by +d), or None."""
 
 
-def _particle(cfg: SimulationConfig, thickness: float) -> tuple[np.ndarray, float | None]:
+def _particle(cfg: SimulationConfig, thickness: float) -> tuple[np.ndarray | None, float | None]:
     """The virus-like particle map and the (possibly derived) pixel size."""
     if cfg.particle_map is not None:
         from stemtomo.io import read_volume
@@ -72,15 +72,18 @@ def _particle(cfg: SimulationConfig, thickness: float) -> tuple[np.ndarray, floa
         zoom = 1.0
         if img.meta.pixel_size_angstrom and cfg.pixel_size_angstrom:
             zoom = float(img.meta.pixel_size_angstrom) / cfg.pixel_size_angstrom
-        return prepare_particle_map(img.data, cfg.particle_map, zoom), cfg.pixel_size_angstrom
+        particle = prepare_particle_map(img.data, cfg.particle_map, zoom)
+        if particle.shape[0] > thickness:
+            log.warning("--particle-map %s: %d px exceeds the slab (%g px): no viruses placed",
+                        cfg.particle_map, particle.shape[0], thickness)
+        return particle, cfg.pixel_size_angstrom
     pixel = cfg.pixel_size_angstrom
     if pixel is None:
         pixel = VIRION_DIAMETER_ANGSTROM / max(4.0, VIRION_FRACTION_OF_THICKNESS * thickness)
     diameter = VIRION_DIAMETER_ANGSTROM / pixel
-    if diameter > thickness:
-        log.warning(
-            "virion diameter %.1f px exceeds the slab (%g px): no viruses placed", diameter, thickness
-        )
+    if diameter > thickness:  # do not build a map that cannot be placed (it could be huge)
+        log.warning("virion diameter %.1f px exceeds the slab (%g px): no viruses placed", diameter, thickness)
+        return None, pixel
     return procedural_virion(max(4.0, diameter)), pixel
 
 
