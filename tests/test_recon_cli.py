@@ -1,0 +1,87 @@
+"""``stemtomo recon`` through the CLI: outputs and sidecars, resume, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_recon_phantom import ANGLES, THICKNESS, clean_series, phantom, poisson_series
+
+from stemtomo.io import Metadata, write_image
+
+FAST = ("--iterations", "2", "--rays-per-batch", "128", "--samples", "8", "--val-interval", "1", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def series_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("recon_cli")
+    vol = phantom()
+    meta = Metadata(kind="tilt_series", tilt_angles_deg=[float(a) for a in ANGLES], thickness_px=THICKNESS,
+                    pixel_size_angstrom=10.0, contrast="bf", kappa=7.0, normalization={"range01": True})
+    write_image(d / "ts.mrc", np.clip(poisson_series(clean_series(vol)), 0, 1), meta)
+    write_image(d / "phantom.mrc", vol, Metadata(kind="volume", pixel_size_angstrom=10.0))
+    return d / "ts.mrc"
+
+
+def test_recon_writes_all_outputs_with_sidecars(cli, workdir: Path, series_file: Path) -> None:
+    r = cli("recon", series_file, "-o", "out", "--method", "l2", "--reference", series_file.parent / "phantom.mrc", *FAST)
+    assert r.exit_code == 0, r.output
+    out = workdir / "out"
+    for name in ("model.safetensors", "checkpoint.safetensors", "preview.mrc", "train.csv", "loss.png"):
+        assert (out / name).is_file(), name
+    model = yaml.safe_load((out / "model.safetensors.yaml").read_text())
+    assert model["kind"] == "model" and model["recon"]["config"]["method"] == "l2"
+    assert model["recon"]["volume_shape"] == [THICKNESS, 24, 24]
+    assert model["provenance"][-1]["command"] == "recon"
+    preview = yaml.safe_load((out / "preview.mrc.yaml").read_text())
+    assert preview["kind"] == "volume" and preview["shape"] == [THICKNESS, 24, 24]
+    header = (out / "train.csv").read_text().splitlines()[0].split(",")
+    assert {"iteration", "loss", "val_mse", "psnr3d"} <= set(header)
+    # outputs are refused without --overwrite
+    again = cli("recon", series_file, "-o", "out", "--method", "l2", *FAST)
+    assert again.exit_code == 1 and "pass --overwrite" in again.output
+
+
+def test_resume_through_the_cli_and_method_mismatch(cli, workdir: Path, series_file: Path) -> None:
+    assert cli("recon", series_file, "-o", "run", "--method", "ours", *FAST).exit_code == 0
+    r = cli("recon", series_file, "-o", "run", "--resume", "run", "--iterations", "4", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    ckpt = yaml.safe_load((workdir / "run" / "checkpoint.safetensors.yaml").read_text())
+    assert ckpt["recon"]["state"]["iteration"] == 4 and ckpt["recon"]["config"]["method"] == "ours"
+    bad = cli("recon", series_file, "-o", "run", "--resume", "run", "--method", "l2")
+    assert bad.exit_code == 1 and "checkpoint is from --method ours" in bad.output
+    bad = cli("recon", series_file, "-o", "run", "--resume", "run", "--field", "mlp")
+    assert bad.exit_code == 1 and "checkpoint is from --field voxel" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--thickness-px", "0"), "--thickness-px 0"),
+        (("--iterations", "0"), "--iterations 0"),
+        (("--method", "ours-sup"), "ours-sup needs --noise-model"),
+        (("--method", "mse"), "--method 'mse'"),
+        (("--field", "nerf"), "--field 'nerf'"),
+        (("--resume", "nowhere"), "no checkpoint.safetensors"),
+    ],
+)
+def test_bad_options_are_one_line_errors(cli, workdir: Path, series_file: Path, args: tuple[str, ...], message: str) -> None:
+    r = cli("recon", series_file, "-o", "bad", *args)
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert "Traceback" not in r.output and not (workdir / "bad" / "model.safetensors").exists()
+
+
+def test_noise_model_of_the_wrong_kind(cli, workdir: Path, series_file: Path) -> None:
+    # a reconstruction model is not a noise model
+    assert cli("recon", series_file, "-o", "m", "--method", "l2", *FAST).exit_code == 0
+    r = cli("recon", series_file, "-o", "n", "--method", "ours-sup", "--noise-model", "m/model.safetensors", *FAST)
+    assert r.exit_code == 1 and "expected a 'noise_model' file" in r.output
+
+
+def test_tilt_series_without_angles(cli, workdir: Path) -> None:
+    write_image(workdir / "noangles.mrc", np.random.default_rng(0).random((5, 8, 8)).astype(np.float32),
+                Metadata(kind="tilt_series"))
+    r = cli("recon", "noangles.mrc", "-o", "x", *FAST)
+    assert r.exit_code == 1 and "no tilt angles found" in r.output
