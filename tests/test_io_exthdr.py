@@ -44,17 +44,35 @@ def _write(path: Path, data: np.ndarray, ext: bytes, exttyp: bytes, nint: int = 
     return path
 
 
-def _fei_records(n: int, size: int, order: str, tilts: np.ndarray, pixel_m: float, axis: float) -> bytes:
+FEI_VALID = (1 << 7) | (1 << 12) | (1 << 14) | (1 << 15)  # Bitmask 1: alpha tilt, tilt axis, pixel X/Y
+
+
+def _fei_records(n: int, size: int, order: str, tilts: np.ndarray, pixel_m: float, axis: float,
+                 mask: int = FEI_VALID, app_version: bytes = b"2.12.1") -> bytes:
     dt = np.dtype({
-        "names": ["size", "version", "alpha", "axis", "px", "py"],
-        "formats": [order + "i4", order + "i4", order + "f8", order + "f8", order + "f8", order + "f8"],
-        "offsets": [0, 4, 100, 140, 156, 164],
+        "names": ["size", "version", "mask", "appver", "alpha", "axis", "px", "py"],
+        "formats": [order + "i4", order + "i4", "<u4", "S16", order + "f8", order + "f8", order + "f8",
+                    order + "f8"],
+        "offsets": [0, 4, 8, 68, 100, 140, 156, 164],
         "itemsize": size,
     })
     rec = np.zeros(n, dtype=dt)
-    rec["size"], rec["version"] = size, 0 if size == 768 else 2
+    rec["size"], rec["version"], rec["mask"], rec["appver"] = size, 0 if size == 768 else 2, mask, app_version
     rec["alpha"], rec["axis"], rec["px"], rec["py"] = tilts, axis, pixel_m, pixel_m
     return rec.tobytes()
+
+
+def test_fei_bitmask_and_legacy_angle_unit(workdir: Path) -> None:
+    """Fields flagged invalid in Bitmask 1 are ignored; EPU 4.4.0.4981 tilts are scaled by π/180 (IMOD)."""
+    rec = _fei_records(5, 768, "<", TILTS, 3.2e-10, 0.0, mask=1 << 14)  # pixel valid, alpha not
+    img = read_stack(_write(workdir / "a.mrc", _stack(), rec, b"FEI1"))
+    assert img.meta.tilt_angles_deg is None
+    assert img.meta.pixel_size_angstrom == pytest.approx(3.2)
+    rec = _fei_records(5, 768, "<", TILTS * 180 / np.pi, 3.2e-10, 0.0, app_version=b"4.4.0.4981")
+    img = read_stack(_write(workdir / "b.mrc", _stack(), rec, b"FEI1"))
+    np.testing.assert_allclose(img.tilt_angles_deg, TILTS)
+    rec = _fei_records(5, 768, "<", TILTS, 3.2e-10, 0.0, mask=0)  # writer left the mask empty: trusted
+    np.testing.assert_allclose(read_stack(_write(workdir / "c.mrc", _stack(), rec, b"FEI1")).tilt_angles_deg, TILTS)
 
 
 @pytest.mark.parametrize(("exttyp", "size"), [(b"FEI1", 768), (b"FEI2", 888)])

@@ -10,9 +10,12 @@ Three layouts are decoded, following CONVENTIONS.md §2.4–2.6 (IMOD ``mrc_form
     ``Tilt axis angle = …`` (IMOD RotationAngle convention).
 ``FEI1`` / ``FEI2`` (EPU, Tomography 5; MRC2014 ``exttyp``)
     One record per section, its length in the first field "Metadata size" (768 / 888 bytes).
-    Alpha tilt f8 at byte 100 (degrees), pixel size X f8 at byte 156 (metres). The byte order is the
-    file's unless the size field only makes sense swapped. The FEI "Tilt axis angle" (f8 at 140) is
-    reported but NOT applied: its convention relative to IMOD's is unverified.
+    Alpha tilt f8 at byte 100 (degrees), pixel size X f8 at byte 156 (metres), used when "Bitmask 1"
+    marks them valid (bits 7 and 14; an all-zero mask is trusted). As IMOD does
+    (``extraheader.c``: ``getFeiExtHeadAngleScale``), tilts of files whose application version is
+    ``4.4.0.4981`` are scaled by π/180. The byte order is the file's unless the size field only makes
+    sense swapped. The FEI "Tilt axis angle" (f8 at 140) is reported but NOT applied: its convention
+    relative to IMOD's is unverified.
 Agard / old FEI (Xplore3D, TIA; ``AGAR`` or no type)
     ``nint`` int32 then ``nreal`` float32 per section; the tilt is the first float. When there are at
     least 12 floats (old FEI), float 11 is the pixel size in metres and float 10 the tilt axis (reported,
@@ -173,14 +176,25 @@ def _parse_fei(ext: bytes, n: int, exttyp: str, order: str) -> dict[str, Any]:
     def field(offset: int) -> np.ndarray:
         return records[:, offset : offset + 8].copy().view(order + "f8").reshape(n)
 
-    tilts = _valid_tilts(field(_FEI_ALPHA), exttyp)
-    if tilts is not None:
-        out["tilt_angles_deg"] = tilts
-    pixel = _valid_pixel(float(field(_FEI_PIXEL)[0]), exttyp)
+    # Bitmask 1 (little-endian u4 @8) marks valid fields, in field order: bit 7 alpha tilt, bit 12 tilt
+    # axis, bit 14 pixel size X (IMOD uses bit 7). A writer that leaves it all zero is trusted, with checks.
+    mask = int(records[0, 8:12].copy().view("<u4")[0])
+
+    def valid(bit: int) -> bool:
+        return mask == 0 or bool(mask >> bit & 1)
+
+    if valid(7):
+        alpha = field(_FEI_ALPHA)
+        if bytes(records[0, 68:78]) == b"4.4.0.4981":
+            alpha = alpha * (np.pi / 180.0)  # IMOD getFeiExtHeadAngleScale: this EPU version's unit bug
+        tilts = _valid_tilts(alpha, exttyp)
+        if tilts is not None:
+            out["tilt_angles_deg"] = tilts
+    pixel = _valid_pixel(float(field(_FEI_PIXEL)[0]), exttyp) if valid(14) else None
     if pixel is not None:
         out["pixel_size_angstrom"] = pixel
     axis = float(field(_FEI_AXIS)[0])
-    if np.isfinite(axis) and axis != 0.0:
+    if valid(12) and np.isfinite(axis) and axis != 0.0:
         out["header_tilt_axis_angle_deg"] = axis
     if out:
         out["source"] = f"{exttyp} extended header"
