@@ -129,3 +129,17 @@ def test_bad_flow_configuration() -> None:
         FlowNoiseModel(n_uncond=0, n_cond=0)
     with pytest.raises(ParameterError, match="unknown"):
         build_noise_model("laplace")
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["flow", "gaussian", "poisson"])
+def test_outputs_follow_the_input_device(device: str, kind: str) -> None:
+    model = build_noise_model(kind).to(device)
+    clean = torch.rand(4, 5, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    assert model.log_prob(0.1 * torch.randn_like(clean), clean).device == clean.device
+    s = model.sample(clean, gen)
+    assert s.device == clean.device and s.shape == clean.shape and s.dtype == clean.dtype

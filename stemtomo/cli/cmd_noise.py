@@ -91,11 +91,13 @@ def fit(
     """Fit noise models to paired clean/noisy stacks; write the model(s), MODEL.report.yaml and MODEL.hist.png."""
     setup(quiet, verbose, debug)
     from stemtomo.errors import ParameterError
-    from stemtomo.io import check_output, read_stack
+    from stemtomo.io import check_output
 
     kinds = MODEL_KINDS if model is ModelChoice.all else (model.value,)
     model_paths, report_path, png_path = output_paths(output, kinds)
     n_uncond, n_cond = _parse_layers(layers)
+    if not 0.0 < heldout < 1.0:
+        raise ParameterError(f"--heldout {heldout}: must be in (0, 1)")
     if bins < 4 or bands < 1:
         raise ParameterError(f"--bins {bins} / --bands {bands}: need ≥ 4 bins and ≥ 1 band")
     cfg = FitConfig(iterations=iterations, optimizer=optimizer.value, lr=lr, lr_decay=lr_decay, batch=batch,
@@ -110,8 +112,7 @@ def fit(
                "gaussian": {"heteroscedastic": heteroscedastic}}
     opts = options_dict(model=model.value, joint_norm=joint_norm, register=register, heldout=heldout, fit=_plain(cfg),
                         model_configs=configs, bins=bins, bands=bands, device=str(dev), seed=seed)
-    _run_fit(clean, noisy, read_stack, kinds, configs, cfg, dev, opts,
-             (model_paths, report_path, png_path), overwrite, bins, bands)
+    _run_fit(clean, noisy, kinds, configs, cfg, dev, opts, (model_paths, report_path, png_path), overwrite)
 
 
 def _parse_layers(text: str) -> tuple[int, int]:
@@ -132,12 +133,12 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _run_fit(clean_path: Path, noisy_path: Path, read_stack: Any, kinds: tuple[str, ...], configs: dict[str, Any],
-             cfg: FitConfig, dev: Any, opts: dict[str, Any], outputs: tuple[dict[str, Path], Path, Path],
-             overwrite: bool, bins: int, bands: int) -> None:
+def _run_fit(clean_path: Path, noisy_path: Path, kinds: tuple[str, ...], configs: dict[str, Any], cfg: FitConfig,
+             dev: Any, opts: dict[str, Any], outputs: tuple[dict[str, Path], Path, Path], overwrite: bool) -> None:
+    """Read, prepare, calibrate, write (all outputs were checked by the caller)."""
     import yaml
 
-    from stemtomo.io import make_provenance, write_text_atomic
+    from stemtomo.io import make_provenance, read_stack, write_text_atomic
     from stemtomo.noise import save_noise_model
     from stemtomo.noise.calibration import calibrate
     from stemtomo.noise.pairs import prepare_pairs
@@ -160,8 +161,8 @@ def _run_fit(clean_path: Path, noisy_path: Path, read_stack: Any, kinds: tuple[s
 
             return cb
 
-        cal = calibrate(pairs, kinds, model_configs=configs, fit=cfg, device=dev, bins=bins, n_bands=bands,
-                        callback=make_cb)
+        cal = calibrate(pairs, kinds, model_configs=configs, fit=cfg, device=dev, bins=int(opts["bins"]),
+                        n_bands=int(opts["bands"]), callback=make_cb)
     prov = make_provenance("stemtomo noise fit", opts, [clean_path, noisy_path])
     report = cal.report(pairs.record)
     report["provenance"] = prov
@@ -171,7 +172,7 @@ def _run_fit(clean_path: Path, noisy_path: Path, read_stack: Any, kinds: tuple[s
                  "report": report_path.name}
         save_noise_model(path, cal.models[kind].cpu(), overwrite=overwrite, provenance=prov, extra=extra)
     write_text_atomic(report_path, yaml.safe_dump(_yaml_plain(report), sort_keys=False, width=120))
-    plot_noise_histograms(png_path, cal.heldout_noise, cal.heldout_clean, cal.samples, cal.edges, bands)
+    plot_noise_histograms(png_path, cal.heldout_noise, cal.heldout_clean, cal.samples, cal.edges, int(opts["bands"]))
     _print_table(cal.table())
     info(f"wrote {', '.join(str(p) for p in model_paths.values())}, {report_path}, {png_path}")
 
