@@ -209,16 +209,27 @@ def test_volume_stack_is_read_as_sections(workdir: Path) -> None:
     assert info.shape == (6, 4, 5)
 
 
-def test_imod_unsigned_bytes(workdir: Path) -> None:
-    """Mode 0 without MRC2014 nversion or IMOD's signed flag holds unsigned bytes (IMOD convention)."""
+def test_imod_byte_signedness(workdir: Path) -> None:
+    """Mode 0 follows IMOD's readBytesSigned: the IMOD flag, else the header min/max."""
     data = np.array([[[0, 100, 200, 255]]], dtype=np.uint8)
-    with mrcfile.new("b.mrc") as mrc:
-        mrc.set_data(data.view(np.int8))
-        mrc.header.nversion = 0  # a legacy file
-    np.testing.assert_array_equal(read_mrc("b.mrc")[0], data.astype(np.float32))
-    with mrcfile.new("s.mrc") as mrc:
-        mrc.set_data(data.view(np.int8))  # MRC2014 (nversion 20140): signed
-    np.testing.assert_array_equal(read_mrc("s.mrc")[0], data.view(np.int8).astype(np.float32))
+
+    def write(name: str, dmin: float, dmax: float, stamp_flags: int | None = None) -> None:
+        with mrcfile.new(name) as mrc:
+            mrc.set_data(data.view(np.int8))
+            mrc.header.dmin, mrc.header.dmax = dmin, dmax
+        if stamp_flags is not None:
+            with open(name, "r+b") as fh:
+                fh.seek(152)
+                fh.write(np.array([1146047817, stamp_flags], "<i4").tobytes())
+
+    write("legacy.mrc", 0, 255)  # an unsigned writer's statistics
+    np.testing.assert_array_equal(read_mrc("legacy.mrc")[0], data.astype(np.float32))
+    write("signed.mrc", -56, 100)  # negative values, none above 127: signed
+    np.testing.assert_array_equal(read_mrc("signed.mrc")[0], data.view(np.int8).astype(np.float32))
+    write("imod_u.mrc", -56, 100, stamp_flags=0)  # IMOD stamp without the signed flag: unsigned
+    assert read_mrc("imod_u.mrc")[1].unsigned_bytes
+    write("imod_s.mrc", 0, 255, stamp_flags=1)
+    np.testing.assert_array_equal(read_mrc("imod_s.mrc")[0], data.view(np.int8).astype(np.float32))
 
 
 def test_model_file_round_trip(workdir: Path) -> None:

@@ -98,7 +98,13 @@ def _read_raw_header(path: Path) -> dict[str, Any]:
 
 
 def _imod_fields(raw: bytes, endian: str) -> dict[str, Any]:
-    """Fields IMOD interprets beyond MRC2014: byte signedness and Y inversion (CONVENTIONS §2.3, §2.6)."""
+    """Fields IMOD interprets beyond MRC2014: byte signedness and Y inversion (CONVENTIONS §2.3, §2.6).
+
+    Both follow IMOD's reader (``mrcfiles.c`` ``mrc_head_read``, ``b3dutil.c`` ``readBytesSigned``):
+    rows are inverted in files without the IMOD stamp that are FEI-typed MRC2014 (nversion 20140) or
+    have ``mapr = -2``; mode-0 bytes are signed when the IMOD flag says so or, without the IMOD stamp,
+    when the header's min/max look signed.
+    """
 
     def i4(offset: int) -> int:
         return int(np.frombuffer(raw[offset : offset + 4], dtype=endian + "i4")[0])
@@ -109,9 +115,13 @@ def _imod_fields(raw: bytes, endian: str) -> dict[str, Any]:
     nversion = i4(108)
     mapr = i4(68)
     exttyp = raw[104:108].decode("ascii", "replace")
-    standard = 20140 <= nversion < 20400
-    y_inverted = (not stamp and exttyp.startswith("FEI") and nversion == 20140) or mapr == -2
-    unsigned = not (standard or (stamp and flags & 1))
+    y_inverted = not stamp and ((exttyp.startswith("FEI") and nversion == 20140) or mapr == -2)
+    if stamp:  # IMOD b3dutil.c readBytesSigned: the flag decides ...
+        signed = bool(flags & 1)
+    else:  # ... else the header's min/max: negative values and none above 127 mean signed
+        dmin, dmax = (float(v) for v in np.frombuffer(raw[76:84], dtype=endian + "f4"))
+        signed = (dmin < 0 and dmax < 128) or (dmin < 0 and dmax >= 128 and -dmin > dmax - 128)
+    unsigned = not signed
     return {"nint": nint, "nreal": nreal, "imod_stamp": stamp, "imod_flags": flags,
             "y_inverted": y_inverted, "unsigned_bytes": unsigned}
 
@@ -162,7 +172,7 @@ def _data_as_float32(p: Path, mrc: Any, raw: dict[str, Any], notes: list[str]) -
         notes.append(f"volume stack of shape {data.shape} read as {data.shape[0] * data.shape[1]} sections")
         data = data.reshape(-1, *data.shape[2:])
     if raw["mode"] == 0 and raw["unsigned_bytes"]:
-        data = data.view(np.uint8)  # IMOD: bytes are unsigned unless MRC2014 or imodFlags bit 1
+        data = data.view(np.uint8)  # IMOD: unsigned bytes (see _imod_fields)
     if raw["y_inverted"]:
         data = data[:, ::-1, :]  # FEI/Thermo top-row-first file: flip as IMOD does
         log.info("%s: rows stored top-first (FEI/Thermo MRC2014 or mapr = -2); flipped as IMOD does", p)
