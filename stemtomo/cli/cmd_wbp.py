@@ -52,6 +52,7 @@ def wbp(
     iterations: Annotated[int | None, typer.Option("--iterations", help="SIRT iterations [default: 20].")] = None,
     relaxation: Annotated[float | None, typer.Option("--relaxation", help="SIRT relaxation λ in (0, 2) [default: 1].")] = None,
     positivity: Annotated[bool, typer.Option("--positivity/--no-positivity", help="SIRT: clamp the density at 0 after each iteration.")] = False,
+    restore_mean: Annotated[bool | None, typer.Option("--restore-mean/--no-restore-mean", help="WBP with a known slab thickness: restore the slab's mean density (lost in the missing wedge) from the least-tilted image [default: on].")] = None,
     half_sets: Annotated[bool, typer.Option("--half-sets", help="Also write <output>_even/_odd reconstructions from the even/odd tilts in angle order (for FSC).")] = False,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf: I = exp(-κP), df: I = 1 - exp(-κP)). Default: sidecar, else bf.")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation κ of the image model. Default: sidecar, else 7.")] = None,
@@ -83,15 +84,18 @@ def wbp(
         raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
     if thickness_px is not None and not thickness_px > 0:
         raise ParameterError(f"--thickness-px {thickness_px:g}: the slab thickness must be > 0 pixels")
-    probe = WBPConfig(method=method.value, filter=WBPConfig().filter if filter_ is None else filter_, nz=nz,
-                      bin_factor=bin_factor, sirt=sirt_cfg)
+    base = WBPConfig()
+    probe = WBPConfig(method=method.value, filter=base.filter if filter_ is None else filter_, nz=nz,
+                      bin_factor=bin_factor, sirt=sirt_cfg,
+                      restore_mean=base.restore_mean if restore_mean is None else restore_mean)
     probe.validate()
     outputs = [output, *half_set_paths(output)] if half_sets else [output]
     check_outputs(outputs, overwrite)
     # enum values passed as plain str: options_dict keeps str-Enums as Enum objects (not YAML-safe)
     opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, method=method.value, filter=probe.filter,
                         thickness_px=thickness_px, nz=nz, bin=bin_factor, iterations=sirt_cfg.iterations,
-                        relaxation=sirt_cfg.relaxation, positivity=positivity, half_sets=half_sets,
+                        relaxation=sirt_cfg.relaxation, positivity=positivity, restore_mean=probe.restore_mean,
+                        half_sets=half_sets,
                         contrast=contrast.value if contrast else None, kappa=kappa, device=device)
     _run(tilt_series, outputs, probe, opts, angles=angles, tilt_axis_angle=tilt_axis_angle,
          thickness_px=thickness_px, contrast=contrast.value if contrast else None, kappa=kappa,
@@ -150,6 +154,7 @@ def _run(
                                  "n_tilts": int(idx.size)}
         if config.method == "wbp":
             extra["filter"] = config.filter
+            extra["restore_mean"] = config.restore_mean and rinfo["thickness_px"] is not None
         else:
             extra["sirt"] = dataclasses.asdict(config.sirt)
             extra["sirt_residual_norms"] = rinfo["residual_norms"]
