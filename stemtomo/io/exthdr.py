@@ -80,26 +80,31 @@ def parse_extended_header(header: MrcHeaderInfo) -> dict[str, Any]:
         (FEI/Agard value, convention unverified, not applied) and ``source`` (a short description).
         Empty when nothing usable is found. Never raises on malformed content: it is logged and skipped.
     """
-    out: dict[str, Any] = {}
     ext = header.extended_header
     n = int(header.shape[0])
     exttyp = (header.exttyp or "").upper()
     order = getattr(header, "byte_order", "<")
-    if ext and n > 0:
-        if exttyp in FEI_RECORD_BYTES:
-            out = _parse_fei(ext, n, exttyp, order)
-        elif is_serialem_layout(header.nint, header.nreal):
-            out = _parse_seri(ext, n, header.nint, header.nreal, order)
-        elif header.nreal > 0 or exttyp == "AGAR":
-            out = _parse_agard(ext, n, header.nint, header.nreal, order)
-        elif header.nint == 0 and header.nreal == 0 and len(ext) == OLD_FEI_BYTES and n <= 1024:
-            # old FEI writers (Xplore3D/TIA) may leave nint = nreal = 0: the fixed 1024 × 128-byte block
-            out = _parse_agard(ext, n, 0, 32, order)
+    with np.errstate(all="ignore"):  # garbage bytes (signalling NaNs, ...) are checked, not warned about
+        out: dict[str, Any] = _parse_layout(header, ext, n, exttyp, order) if ext and n > 0 else {}
     axis = title_tilt_axis(header.labels)
     if axis is not None:
         out["tilt_axis_angle_deg"] = axis
         out.setdefault("source", "MRC title label")
     return out
+
+
+def _parse_layout(header: MrcHeaderInfo, ext: bytes, n: int, exttyp: str, order: str) -> dict[str, Any]:
+    """Decode the records by layout: FEI1/FEI2 by type, SerialEM by IMOD's flag test, else Agard."""
+    if exttyp in FEI_RECORD_BYTES:
+        return _parse_fei(ext, n, exttyp, order)
+    if is_serialem_layout(header.nint, header.nreal):
+        return _parse_seri(ext, n, header.nint, header.nreal, order)
+    if header.nreal > 0 or exttyp == "AGAR":
+        return _parse_agard(ext, n, header.nint, header.nreal, order)
+    if header.nint == 0 and header.nreal == 0 and len(ext) == OLD_FEI_BYTES and n <= 1024:
+        # old FEI writers (Xplore3D/TIA) may leave nint = nreal = 0: the fixed 1024 × 128-byte block
+        return _parse_agard(ext, n, 0, 32, order)
+    return {}
 
 
 def title_tilt_axis(labels: list[str]) -> float | None:
