@@ -176,7 +176,8 @@ def _data_as_float32(p: Path, mrc: Any, raw: dict[str, Any], notes: list[str]) -
     if raw["y_inverted"]:
         data = data[:, ::-1, :]  # FEI/Thermo top-row-first file: flip as IMOD does
         log.info("%s: rows stored top-first (FEI/Thermo MRC2014 or mapr = -2); flipped as IMOD does", p)
-    return np.array(data, dtype=np.float32)  # copy out of the memory map
+    with np.errstate(invalid="ignore"):  # signalling NaNs in float16 data: counted later, not warned
+        return np.array(data, dtype=np.float32)  # copy out of the memory map
 
 
 def _header_pixel_size(raw: bytes, endian: str) -> float | None:
