@@ -1,0 +1,24 @@
+"""Pre-processing of real tilt series and reconstructions (issue #9): hot/dead pixel replacement
+(:mod:`~stemtomo.preprocess.defects`), per-tilt intensity normalization (:mod:`~stemtomo.preprocess.intensity`)
+and specimen thickness estimation (:mod:`~stemtomo.preprocess.thickness`).
+
+Each function works on arrays and returns its result together with a small record for the output sidecar.
+"""
+
+from __future__ import annotations
+
+from stemtomo.preprocess.thickness import (
+    ThicknessConfig,
+    ThicknessEstimate,
+    estimate_thickness,
+    slab_from_profile,
+    z_profile,
+)
+
+__all__ = [
+    "ThicknessConfig",
+    "ThicknessEstimate",
+    "estimate_thickness",
+    "slab_from_profile",
+    "z_profile",
+]
