@@ -78,6 +78,8 @@ class Field(nn.Module):
     length_unit_px : voxels per normalized unit (:func:`stemtomo.core.geometry.length_unit_px`).
     """
 
+    half_extent: torch.Tensor
+
     def __init__(self, volume_shape: Sequence[int], length_unit_px: float) -> None:
         super().__init__()
         nz, ny, nx = (int(n) for n in volume_shape)
@@ -123,6 +125,8 @@ def _tv3d(grid: torch.Tensor) -> torch.Tensor:
 
 class MLPField(Field):
     """The paper's MLP: γ(p) = [sin(π2^i p), cos(π2^i p)]_{i<L} (raw p dropped), ReLU MLP with skip, sigmoid."""
+
+    freqs: torch.Tensor
 
     def __init__(self, volume_shape: Sequence[int], length_unit_px: float, cfg: FieldConfig) -> None:
         super().__init__(volume_shape, length_unit_px)
@@ -195,6 +199,8 @@ class GridField(Field):
     level matches the volume) and proportionally fewer along the others. With coarse-to-fine enabled
     (:meth:`set_progress`), level ``l`` fades in linearly over the first half of training.
     """
+
+    level_weights: torch.Tensor
 
     def __init__(
         self, volume_shape: Sequence[int], length_unit_px: float, cfg: FieldConfig, coarse_to_fine: bool = False

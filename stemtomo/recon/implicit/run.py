@@ -82,7 +82,7 @@ def build_trainer(
         Bad configuration, or ``ours-sup`` without a noise model.
     """
     cfg = cfg.validate()
-    angles = check_angles(image.tilt_angles_deg, option="tilt angles")
+    angles = check_angles(image.tilt_angles_deg.tolist(), option="tilt angles")
     norm, _ = normalized_intensities(image.data, image.meta.normalization)
     stack = raw_to_aligned(torch.from_numpy(norm).to(device), image.meta.tilt_axis_angle_deg).contiguous()
     n, ny, nx = stack.shape
