@@ -25,7 +25,7 @@ def _json(cli, *args: str) -> dict:
 def test_tilt_series_with_sidecar(workdir: Path, cli, rng: np.random.Generator) -> None:
     data = rng.random((5, 6, 7), dtype=np.float32)
     meta = Metadata(kind="tilt_series", tilt_angles_deg=ANGLES, pixel_size_angstrom=2.5, tilt_axis_angle_deg=90.0,
-                    contrast="df")
+                    contrast="df", extra={"noise": {"dose": 50}})
     write_image("ts.mrc", data, meta, provenance=make_provenance("simulate", {"seed": 1}))
     out = _json(cli, "ts.mrc")
     assert out["shape"] == [5, 6, 7] and out["dtype"] == "float32"
@@ -37,9 +37,10 @@ def test_tilt_series_with_sidecar(workdir: Path, cli, rng: np.random.Generator) 
     assert out["tilt_angle_summary"] == {"count": 5, "min": -60.0, "max": 60.0, "step": 30.0}
     assert [r["command"] for r in out["provenance"]] == ["simulate"]
     assert out["sources"]["tilt_angles_deg"] == "sidecar"
+    assert out["extra"] == {"noise": {"dose": 50}}  # command-specific sidecar keys are shown too
     table = cli("info", "ts.mrc")
     assert table.exit_code == 0
-    for text in ("tilt_series", "[5, 6, 7]", "2.5", "5: -60.00 … 60.00, step 30.00", "simulate (stemtomo"):
+    for text in ("tilt_series", "[5, 6, 7]", "2.5", "5: -60.00 … 60.00, step 30.00", "simulate (stemtomo", "dose=50"):
         assert text in table.stdout, text
     assert table.stderr == ""
 

@@ -120,6 +120,7 @@ def _describe_array(p: Path) -> dict[str, Any]:
         contrast=meta.contrast,
         provenance=meta.provenance,
         sources=sources,
+        extra=meta.extra,
     )
     if header is not None:
         if header.mode == 0 and header.unsigned_bytes:
