@@ -134,6 +134,14 @@ def test_truncated_tiff(workdir: Path, cli) -> None:
     assert "truncated TIFF" in result.stderr or "not a readable TIFF" in result.stderr
 
 
+def test_tiff_claiming_too_many_pixels(workdir: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stemtomo.io.tiff as tiff
+
+    tifffile.imwrite("z.tif", np.zeros((2, 16, 16), np.float32), photometric="minisblack", compression="zlib")
+    monkeypatch.setattr(tiff, "MAX_TIFF_BYTES", 1000)  # 2 × 16 × 16 × 4 = 2048 decoded bytes
+    _one_line_error(cli("info", "z.tif"), "z.tif", "TIFF pages claim more than")
+
+
 def test_tiff_garbage(workdir: Path, cli) -> None:
     Path("g.tif").write_bytes(b"not a tiff at all" * 10)
     _one_line_error(cli("info", "g.tif"), "g.tif", "not a readable TIFF file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from stemtomo.errors import FileFormatError, ParameterError
 from stemtomo.io._dtypes import cast_for_output
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Decoded size above which a TIFF is refused as corrupt before anything is allocated.
+MAX_TIFF_BYTES = 1 << 40
 
 
 def read_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
@@ -54,9 +57,17 @@ def read_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
 
 
 def _check_tiff_size(tf: Any, p: Path) -> None:
-    """Refuse pages whose data lies beyond the end of the file (truncated copy) before reading them."""
+    """Refuse absurd decoded sizes and pages whose data lies beyond the end of the file, before reading."""
     size = p.stat().st_size
+    pixels = 0
     for index, page in enumerate(tf.pages):
+        dtype = getattr(page, "dtype", None)
+        pixels += math.prod(int(n) for n in page.shape) * (np.dtype(dtype).itemsize if dtype is not None else 1)
+        if pixels > MAX_TIFF_BYTES:
+            raise FileFormatError(
+                f"{p}: TIFF pages claim more than {pixels} bytes of pixels ({size} bytes on disk, limit "
+                f"{MAX_TIFF_BYTES}); the file is corrupt"
+            )
         offsets = getattr(page, "dataoffsets", ()) or ()
         counts = getattr(page, "databytecounts", ()) or ()
         end = max((int(o) + int(c) for o, c in zip(offsets, counts, strict=False)), default=0)
