@@ -32,6 +32,7 @@ RAISES = {
     "usage": lambda: typer.BadParameter("--iterations must be > 0"),
     "memory": lambda: MemoryError(),
     "interrupt": lambda: KeyboardInterrupt(),
+    "gpu_oom": lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
 }
 
 
@@ -71,6 +72,8 @@ def run():
         ("internal", 70, "error: internal error: RuntimeError: boom (rerun with --debug for the traceback)"),
         ("memory", 1, "error: out of memory; use a smaller input, --device cpu, or a machine with more memory"),
         ("interrupt", 130, "error: interrupted"),
+        ("gpu_oom", 1, "error: out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB); "
+                       "reduce the batch/chunk size or use --device cpu"),
     ],
 )
 def test_errors_become_one_line_without_traceback(run, what: str, code: int, line: str) -> None:

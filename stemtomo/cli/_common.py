@@ -140,6 +140,10 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if STATE.debug:
                 traceback.print_exc()
+            if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (GPU), torch not imported here
+                _error_line(f"out of GPU memory ({str(exc).splitlines()[0] if str(exc) else 'CUDA'}); reduce the "
+                            "batch/chunk size or use --device cpu")
+                raise typer.Exit(1) from None
             _error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
             raise typer.Exit(70) from None
         finally:
