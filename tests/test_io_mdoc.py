@@ -179,6 +179,15 @@ def test_malformed_mdoc_is_not_read_when_sidecar_has_everything(workdir: Path) -
         read_stack(workdir / "u.mrc")
 
 
+def test_explicit_mdoc_as_angle_file(workdir: Path) -> None:
+    _mrc(workdir / "ts.mrc")
+    (workdir / "other.mdoc").write_text(MDOC)
+    assert read_stack(workdir / "ts.mrc", angles=workdir / "other.mdoc").meta.tilt_angles_deg == [-20.0, 0.02, 19.99]
+    (workdir / "empty.mdoc").write_text("PixelSpacing = 2\n")
+    with pytest.raises(InputError, match="empty.mdoc: the .mdoc has no TiltAngle entries"):
+        read_stack(workdir / "ts.mrc", angles=workdir / "empty.mdoc")
+
+
 def test_mdoc_count_mismatch_names_both_counts(workdir: Path) -> None:
     _mrc(workdir / "ts.mrc", n=4)
     (workdir / "ts.mrc.mdoc").write_text(MDOC)

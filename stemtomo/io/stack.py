@@ -176,7 +176,14 @@ def resolve_stack_metadata(
 def _resolve_angles(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[str, str],
                     angles: str | os.PathLike[str] | Sequence[float] | None) -> None:
     if angles is not None:
-        if isinstance(angles, (str, os.PathLike)):
+        if isinstance(angles, (str, os.PathLike)) and str(angles).lower().endswith(".mdoc"):
+            from stemtomo.io.mdoc import read_mdoc_metadata
+
+            found_angles = read_mdoc_metadata(angles).get("tilt_angles_deg")
+            if found_angles is None:
+                raise InputError(f"{angles}: the .mdoc has no TiltAngle entries; pass a .rawtlt/.tlt file")
+            meta.tilt_angles_deg, sources["tilt_angles_deg"] = found_angles, str(angles)
+        elif isinstance(angles, (str, os.PathLike)):
             meta.tilt_angles_deg, sources["tilt_angles_deg"] = read_angle_file(angles), str(angles)
         else:
             meta.tilt_angles_deg, sources["tilt_angles_deg"] = [float(a) for a in angles], "--angles"
@@ -257,7 +264,8 @@ def read_stack(
 
     Parameters
     ----------
-    angles : an angle file or a sequence of angles (degrees); overrides every other source.
+    angles : an angle file (``.rawtlt``/``.tlt``/AreTomo text, or a SerialEM ``.mdoc``) or a sequence of
+        angles (degrees); overrides every other source.
     pixel_size_angstrom, tilt_axis_angle_deg : explicit values override sidecar and headers.
     require_angles : raise if no angles can be found.
     allow_nonfinite : log a warning with the count of NaN/Inf values instead of raising.
