@@ -1,8 +1,11 @@
 """Read and write arrays together with their sidecars: the one entry point commands use.
 
-``read_stack`` resolves tilt angles and pixel size with the precedence
-explicit option > sidecar > angle file beside the stack (same stem) > ``.mdoc`` > extended header,
-and checks that the angle count matches the number of images.
+``read_stack`` resolves tilt angles, pixel size and tilt-axis angle field by field with the precedence
+explicit option > sidecar > angle file beside the stack (same stem: ``.tlt`` > ``.rawtlt`` >
+``_TLT.txt``; angles only) > ``.mdoc`` beside the stack > MRC extended header (FEI1/FEI2, SerialEM,
+Agard/old FEI; see :mod:`stemtomo.io.exthdr`) > the header's voxel size (pixel size only), cross-checks
+the sidecar against the array, and checks that the angle count matches the number of images.
+``write_image`` writes array + sidecar atomically (see :mod:`stemtomo.io.safety`).
 """
 
 from __future__ import annotations
@@ -151,8 +154,8 @@ def resolve_stack_metadata(
     """Metadata of a tilt series and where each field came from (the angle count is not checked here).
 
     Precedence, per field: explicit argument > sidecar > angle file beside the stack (``.tlt`` >
-    ``.rawtlt`` > ``_TLT.txt``, angles only) > ``.mdoc`` beside the stack > MRC extended header / title label > the MRC
-    header's voxel size (pixel size only). Header sources are only parsed when needed, so a malformed
+    ``.rawtlt`` > ``_TLT.txt``, angles only) > ``.mdoc`` beside the stack > MRC extended header / title
+    label > the MRC header's voxel size (pixel size only). Header sources are only parsed when needed, so a malformed
     ``.mdoc`` does not matter when the sidecar already has everything.
 
     Returns
