@@ -205,13 +205,11 @@ def render_page(path: Sequence[str], cmd: Any, ctx: Any, version: str) -> str:
 
 
 def _walk(cmd: Any, path: list[str], parent: Any) -> Iterator[tuple[list[str], Any, Any]]:
-    from typer.main import get_command  # noqa: F401  (ensures the click layer Typer uses is importable)
-
-    ctx_cls = type(parent) if parent is not None else None
-    if ctx_cls is None:
+    """Depth-first ``(command words, command, context)``; contexts are built without parsing arguments."""
+    if parent is None:
         ctx = cmd.make_context(path[-1], [], resilient_parsing=True)
     else:
-        ctx = ctx_cls(cmd, info_name=path[-1], parent=parent)
+        ctx = type(parent)(cmd, info_name=path[-1], parent=parent)
     yield path, cmd, ctx
     for name, sub in _subcommands(cmd, ctx):
         yield from _walk(sub, [*path, name], ctx)
