@@ -7,6 +7,7 @@ Each function works on arrays and returns its result together with a small recor
 
 from __future__ import annotations
 
+from stemtomo.preprocess.defects import DefectConfig, DefectReport, local_noise_sigma, remove_defects
 from stemtomo.preprocess.thickness import (
     ThicknessConfig,
     ThicknessEstimate,
@@ -16,9 +17,13 @@ from stemtomo.preprocess.thickness import (
 )
 
 __all__ = [
+    "DefectConfig",
+    "DefectReport",
     "ThicknessConfig",
     "ThicknessEstimate",
     "estimate_thickness",
+    "local_noise_sigma",
+    "remove_defects",
     "slab_from_profile",
     "z_profile",
 ]
