@@ -179,6 +179,17 @@ def test_malformed_mdoc_is_not_read_when_sidecar_has_everything(workdir: Path) -
         read_stack(workdir / "u.mrc")
 
 
+def test_sources_are_logged_for_inputs_without_sidecar(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    _mrc(workdir / "ts.mrc")
+    (workdir / "ts.rawtlt").write_text("1\n2\n3\n")
+    with caplog.at_level(logging.INFO, logger="stemtomo"):
+        read_stack(workdir / "ts.mrc")
+    assert "tilt_angles_deg from" in caplog.text and "ts.rawtlt" in caplog.text
+    assert "pixel_size_angstrom from MRC/TIFF header" in caplog.text
+
+
 def test_explicit_mdoc_as_angle_file(workdir: Path) -> None:
     _mrc(workdir / "ts.mrc")
     (workdir / "other.mdoc").write_text(MDOC)
