@@ -106,12 +106,21 @@ def defocus_sigma_px(
 
 
 def jitter_rays(
-    u: torch.Tensor, v: torch.Tensor, sigma_px: torch.Tensor, generator: torch.Generator
+    u: torch.Tensor, v: torch.Tensor, sigma_px: torch.Tensor, generator: torch.Generator,
+    u_max: float | None = None, v_max: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shift each ray perpendicular to the beam, in the image plane (u, v), by an isotropic Gaussian offset
-    of standard deviation ``sigma_px``: a one-sample Monte-Carlo estimate of the blurred intensity."""
+    of standard deviation ``sigma_px``: a one-sample Monte-Carlo estimate of the blurred intensity.
+
+    Offsets that leave the image (``|u| > u_max``, ``|v| > v_max``) are clamped to its edge, the
+    replicate padding of the simulated blur (``stemtomo.simulate.defocus``)."""
     noise = torch.randn((2, *u.shape), device=u.device, dtype=u.dtype, generator=generator)
-    return u + sigma_px * noise[0], v + sigma_px * noise[1]
+    uj, vj = u + sigma_px * noise[0], v + sigma_px * noise[1]
+    if u_max is not None:
+        uj = uj.clamp(-u_max, u_max)
+    if v_max is not None:
+        vj = vj.clamp(-v_max, v_max)
+    return uj, vj
 
 
 __all__ = ["RayData", "defocus_sigma_px", "jitter_rays"]

@@ -123,7 +123,7 @@ class Trainer:
         k = cfg.defocus_rays if jitter else max(cfg.defocus_rays, 8)
         acc = torch.zeros_like(u)
         for _ in range(k):
-            uj, vj = jitter_rays(u, v, sigma, generator)
+            uj, vj = jitter_rays(u, v, sigma, generator, (self.data.nx - 1) / 2.0, (self.data.ny - 1) / 2.0)
             acc = acc + render(self.field, uj, vj, th, self.half_thickness_px, cfg.render, jitter=jitter,
                                generator=generator)
         return acc / k
