@@ -120,3 +120,21 @@ def test_cli_smoke_and_errors(workdir: Path, cli, noisy) -> None:
     assert not Path("x.mrc").exists()
     res = cli("denoise", "ts.mrc", "-o", "den.mrc", "--method", "median")
     assert res.exit_code == 1 and "--overwrite" in res.output
+
+
+def test_clip_keeps_normalized_range(workdir: Path, cli, rng: np.random.Generator) -> None:
+    """``clip`` bounds the output (values of a noisy stack around 0.02 go below 0 without it); the CLI
+    clips stacks whose sidecar declares [0, 1] intensities and records it."""
+    stack = (0.02 + rng.normal(0, 0.05, (2, 24, 24))).astype(np.float32)
+    unclipped, _ = denoise_stack(stack, DenoiseConfig(method="gaussian", gaussian_sigma_px=0.5))
+    clipped, _ = denoise_stack(stack, DenoiseConfig(method="gaussian", gaussian_sigma_px=0.5), clip=(0.0, 1.0))
+    assert unclipped.min() < 0 and clipped.min() == 0.0
+    assert np.array_equal(clipped, np.clip(unclipped, 0, 1))
+    normalized = np.clip(stack, 0, 1)
+    write_image("n.mrc", normalized, Metadata(kind="tilt_series", normalization={"method": "physical", "range01": True}))
+    write_image("raw.mrc", stack, Metadata(kind="tilt_series"))
+    assert cli("denoise", "n.mrc", "-o", "d.mrc", "--method", "median").exit_code == 0
+    assert cli("denoise", "raw.mrc", "-o", "r.mrc", "--method", "gaussian").exit_code == 0
+    assert read_stack("d.mrc").meta.extra["denoise"]["clipped_to"] == [0.0, 1.0]
+    r = read_stack("r.mrc")
+    assert r.meta.extra["denoise"]["clipped_to"] is None and r.data.min() < 0

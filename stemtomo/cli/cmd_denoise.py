@@ -45,7 +45,8 @@ def denoise(
 
     BM3D needs the noise level; it is estimated per image from the data (Donoho's wavelet MAD estimator,
     skimage.restoration.estimate_sigma) unless --sigma is given. The sidecar records the method and the
-    per-image σ. Runs on the CPU.
+    per-image σ. Intensities whose sidecar says they are normalized to [0, 1] are clipped to [0, 1].
+    Runs on the CPU.
     """
     setup(quiet, verbose, debug)
     from stemtomo.denoise import DenoiseConfig
@@ -68,6 +69,7 @@ def denoise(
 def _run(stack: Path, output: Path, config: Any, overwrite: bool) -> None:
     import dataclasses
 
+    from stemtomo.core.imaging import is_normalized
     from stemtomo.denoise import denoise_stack
     from stemtomo.io import make_provenance, read_stack, write_image
 
@@ -80,11 +82,14 @@ def _run(stack: Path, output: Path, config: Any, overwrite: bool) -> None:
             advance(k - done[0])
             done[0] = k
 
-        out, sigmas = denoise_stack(image.data, config, progress=callback)
+        # intensities the sidecar declares normalized to [0, 1] stay in [0, 1] (so downstream commands
+        # keep using them as-is instead of re-normalizing)
+        clip = (0.0, 1.0) if is_normalized(image.meta.normalization) else None
+        out, sigmas = denoise_stack(image.data, config, clip=clip, progress=callback)
     meta = image.meta.copy()
     meta.extra["denoise"] = {**dataclasses.asdict(config), "sigma_estimator":
                              None if config.sigma is not None else "wavelet MAD (skimage.restoration.estimate_sigma)",
-                             "sigmas": [float(s) for s in sigmas]}
+                             "sigmas": [float(s) for s in sigmas], "clipped_to": list(clip) if clip else None}
     provenance = make_provenance("denoise", options_dict(**dataclasses.asdict(config)), [stack])
     write_image(output, out, meta, overwrite=overwrite, provenance=provenance)
     info(f"denoised {n} images ({config.method}, median σ {sorted(sigmas)[n // 2]:.4g}) → {output}")

@@ -138,6 +138,7 @@ def denoise_stack(
     stack: np.ndarray,
     config: DenoiseConfig,
     *,
+    clip: tuple[float, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, list[float]]:
     """Denoise every image of a stack independently.
@@ -147,6 +148,8 @@ def denoise_stack(
     stack : ``(n, ny, nx)`` (or one ``(ny, nx)`` image) in any intensity units.
     config : method and parameters; ``config.jobs > 1`` runs images in that many worker processes
         (``spawn`` start method, so it is safe after torch/OpenMP have started threads).
+    clip : ``(lo, hi)`` to clip the result to, e.g. ``(0, 1)`` for intensities normalized to [0, 1]
+        (BM3D overshoot beyond the physical range is noise); None keeps every value.
     progress : ``callback(done, n)`` after each finished image (in completion order).
 
     Returns
@@ -174,7 +177,7 @@ def denoise_stack(
             out[i], sigmas[i] = denoise_image(arr[i], config)
             if progress is not None:
                 progress(i + 1, n)
-        return out, sigmas
+        return _clip(out, clip), sigmas
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures = [pool.submit(_denoise_task, i, np.ascontiguousarray(arr[i]), config) for i in range(n)]
@@ -184,7 +187,13 @@ def denoise_stack(
             if progress is not None:
                 progress(done, n)
     log.debug("denoised %d images with %s (%d jobs)", n, config.method, jobs)
-    return out, sigmas
+    return _clip(out, clip), sigmas
+
+
+def _clip(out: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
+    if clip is not None:
+        np.clip(out, clip[0], clip[1], out=out)
+    return out
 
 
 __all__ = ["DenoiseConfig", "DenoiseMethod", "denoise_image", "denoise_stack", "estimate_noise_sigma"]
