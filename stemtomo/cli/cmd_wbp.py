@@ -151,7 +151,7 @@ def _run(
             vol, rinfo = reconstruct(lines[idx], tilts[idx], config, progress=callback)
         extra: dict[str, Any] = {"method": config.method, "bin": config.bin_factor,
                                  "source_tilt_axis_angle_deg": meta.tilt_axis_angle_deg,
-                                 "n_tilts": int(idx.size)}
+                                 "n_tilts": int(idx.size), "input_normalization": norm}
         if config.method == "wbp":
             extra["filter"] = config.filter
             extra["restore_mean"] = config.restore_mean and rinfo["thickness_px"] is not None
@@ -162,7 +162,7 @@ def _run(
             extra["half_set"] = half
         out_meta = Metadata(kind="volume", axes="zyx", pixel_size_angstrom=pixel,
                             thickness_px=rinfo["thickness_px"] if rinfo["thickness_px"] is not None else float(rinfo["nz"]),
-                            contrast=contrast, kappa=kappa, normalization=norm,
+                            contrast=contrast, kappa=kappa,
                             provenance=list(meta.provenance), extra=extra)
         write_image(path, vol.detach().cpu().numpy().astype(np.float32), out_meta, overwrite=overwrite,
                     provenance=provenance)
