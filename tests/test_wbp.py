@@ -135,15 +135,17 @@ def test_backprojector_adjoint_of_forward_projector() -> None:
     assert rhs == pytest.approx(lhs, rel=3e-3)
 
 
-def test_quantitative_density_units() -> None:
-    """BF intensities of a ball of density ρ = 0.3 → WBP ≈ 0.3 inside (units of ρ, κ and length unit undone)."""
+@pytest.mark.parametrize("contrast", ["bf", "df"])
+def test_quantitative_density_units(contrast: str) -> None:
+    """BF/DF intensities of a disc of density ρ = 0.3 → WBP ≈ 0.3 inside (units of ρ: the image model's
+    κ and normalized length unit are undone by the linearization)."""
     nz, ny, nx = 32, 2, 32
     z, y, x = np.meshgrid(*(np.arange(n) - (n - 1) / 2 for n in (nz, ny, nx)), indexing="ij")
     rho = 0.3 * (x**2 + z**2 <= 8.0**2)
     angles = sk_angles(60)  # full range: no missing wedge
     p = forward_project(torch.tensor(rho), angles) / length_unit_px(ny, nx)
-    stack = intensity(p, "bf", 7.0).numpy()
-    lines, _ = line_integrals_from_stack(stack, normalization={"range01": True}, device="cpu")
+    stack = intensity(p, contrast, 7.0).numpy()
+    lines, _ = line_integrals_from_stack(stack, contrast=contrast, normalization={"range01": True}, device="cpu")
     vol = wbp(lines.double(), angles, nz).numpy()
     inner = x**2 + z**2 <= 6.0**2
     assert np.mean(vol[inner]) == pytest.approx(0.3, rel=0.03)
