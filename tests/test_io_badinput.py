@@ -271,6 +271,20 @@ def test_crash_while_writing_leaves_nothing(workdir: Path, monkeypatch: pytest.M
     assert _files(workdir) == set()
 
 
+def test_atomic_text_and_file_helpers(workdir: Path) -> None:
+    from stemtomo.io import atomic_file, check_outputs, write_text_atomic
+
+    write_text_atomic("a.txt", "one\n")
+    write_text_atomic("a.txt", "two\n")  # the helpers replace; refusing is check_output's job
+    assert Path("a.txt").read_text() == "two\n"
+    with pytest.raises(RuntimeError), atomic_file("b.png") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash")
+    assert _files(workdir) == {"a.txt"}
+    with pytest.raises(OutputError, match="a.txt: output exists"):
+        check_outputs(["new.mrc", "a.txt"])  # all outputs are checked before anything is written
+
+
 def test_unknown_output_suffix(workdir: Path) -> None:
     with pytest.raises(InputError, match=r"out.png: unknown output type '.png'"):
         write_image("out.png", np.zeros((3, 4, 5), np.float32), Metadata(kind="volume"))
