@@ -132,6 +132,17 @@ def test_yaml_documents_and_sidecar_path(workdir: Path, cli) -> None:
     assert result.exit_code == 1 and "bad.json: not valid JSON" in result.stderr
 
 
+def test_angle_files_and_mdoc(workdir: Path, cli) -> None:
+    Path("ts.rawtlt").write_text("-6\n-3\n0\n3\n6\n")
+    out = _json(cli, "ts.rawtlt")
+    assert out["kind"] == "angles" and out["tilt_angle_summary"] == {"count": 5, "min": -6.0, "max": 6.0, "step": 3.0}
+    Path("ts.mdoc").write_text("PixelSpacing = 2.5\n[ZValue = 0]\nTiltAngle = 1\nRotationAngle = 175\n")
+    out = _json(cli, "ts.mdoc")
+    assert (out["kind"], out["tilt_angles_deg"], out["pixel_size_angstrom"], out["tilt_axis_angle_deg"]) == (
+        "mdoc", [1.0], 2.5, 85.0)
+    assert "1: 1.00 … 1.00" in cli("info", "ts.mdoc").stdout
+
+
 def test_json_is_strict_with_nan_data(workdir: Path, cli) -> None:
     data = np.full((5, 4, 4), np.nan, np.float32)
     write_image("nan.mrc", data, Metadata(tilt_angles_deg=ANGLES))

@@ -15,7 +15,10 @@ from stemtomo.cli._common import DebugOpt, QuietOpt, VerboseOpt, handle_errors, 
 def info(
     file: Annotated[
         Path,
-        typer.Argument(help="An MRC/TIFF stack or volume, a model file (.safetensors/.pt) or a stemtomo YAML file."),
+        typer.Argument(
+            help="An MRC/TIFF stack or volume, a model file (.safetensors/.pt), an angle file "
+            "(.rawtlt/.tlt), a SerialEM .mdoc, or a stemtomo YAML/JSON file."
+        ),
     ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout (keys: shape, dtype, pixel_size_angstrom, tilt_angles_deg, tilt_axis_angle_deg, ...).")

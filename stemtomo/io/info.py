@@ -1,8 +1,8 @@
 """Summaries of files for ``stemtomo info`` (library side: returns plain dicts, prints nothing).
 
 Handles MRC/TIFF tilt series and volumes (with or without sidecar, including FEI and SerialEM files),
-model files (``.safetensors``, ``.pt``/``.pth`` with their sidecar) and YAML/JSON documents stemtomo
-writes (sidecars, metrics). Problems that do not stop a summary (NaN/Inf values, an angle count that
+model files (``.safetensors``, ``.pt``/``.pth`` with their sidecar), angle files and ``.mdoc`` files,
+and YAML/JSON documents stemtomo writes (sidecars, metrics). Problems that do not stop a summary (NaN/Inf values, an angle count that
 does not match, a permissively read header) are listed under ``warnings`` instead of raised.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stemtomo.errors import FileFormatError, InputError
+from stemtomo.io.angles import ANGLE_SUFFIXES, read_angle_file
 from stemtomo.io.sidecar import load_sidecar_dict, read_sidecar, sidecar_path
 from stemtomo.io.stack import _sidecar_meta, read_array, resolve_stack_metadata
 
@@ -60,6 +61,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     suffix = p.suffix.lower()
     if suffix in MODEL_SUFFIXES:
         return _describe_model(p)
+    if suffix in ANGLE_SUFFIXES or p.name.endswith("_TLT.txt") or suffix == ".mdoc":
+        return _describe_angles(p)
     if suffix in DOC_SUFFIXES:
         data_file = p.with_name(p.stem) if suffix == ".yaml" else None
         if data_file is not None and data_file.is_file() and sidecar_path(data_file) == p:
@@ -156,6 +159,24 @@ def _describe_model(p: Path) -> dict[str, Any]:
         provenance=meta.provenance,
         extra=meta.extra,
     )
+    return out
+
+
+def _describe_angles(p: Path) -> dict[str, Any]:
+    """An angle file (``.rawtlt``/``.tlt``/``_TLT.txt``) or a SerialEM ``.mdoc``."""
+    if p.suffix.lower() == ".mdoc":
+        from stemtomo.io.mdoc import read_mdoc_metadata
+
+        found = read_mdoc_metadata(p)
+        out = _base(p, "mdoc")
+        out.update(
+            pixel_size_angstrom=found.get("pixel_size_angstrom"),
+            tilt_angles_deg=found.get("tilt_angles_deg"),
+            tilt_axis_angle_deg=found.get("tilt_axis_angle_deg"),
+        )
+        return out
+    out = _base(p, "angles")
+    out["tilt_angles_deg"] = read_angle_file(p)
     return out
 
 
