@@ -16,6 +16,16 @@ from stemtomo.core.render import RenderConfig, line_integrals, render
 from stemtomo.errors import ParameterError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on the shared 2-core box two threads contend and run ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
 def test_paper_mlp_architecture() -> None:
     f = MLPField((8, 16, 16), 8.0, FieldConfig(kind="mlp"))
     # 9 hidden layers of 256, input 6L = 60 (raw xyz dropped), skip concat after the 5th
