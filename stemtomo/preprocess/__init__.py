@@ -8,6 +8,17 @@ Each function works on arrays and returns its result together with a small recor
 from __future__ import annotations
 
 from stemtomo.preprocess.defects import DefectConfig, DefectReport, local_noise_sigma, remove_defects
+from stemtomo.preprocess.intensity import (
+    BF_MODELS,
+    DF_MODES,
+    IntensityConfig,
+    IntensityCorrection,
+    background_levels,
+    mean_log_intensity,
+    normalize_bf,
+    normalize_df,
+    normalize_tilt_intensities,
+)
 from stemtomo.preprocess.thickness import (
     ThicknessConfig,
     ThicknessEstimate,
@@ -17,12 +28,21 @@ from stemtomo.preprocess.thickness import (
 )
 
 __all__ = [
+    "BF_MODELS",
+    "DF_MODES",
     "DefectConfig",
     "DefectReport",
+    "IntensityConfig",
+    "IntensityCorrection",
     "ThicknessConfig",
     "ThicknessEstimate",
+    "background_levels",
     "estimate_thickness",
     "local_noise_sigma",
+    "mean_log_intensity",
+    "normalize_bf",
+    "normalize_df",
+    "normalize_tilt_intensities",
     "remove_defects",
     "slab_from_profile",
     "z_profile",
