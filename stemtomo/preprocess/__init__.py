@@ -2,7 +2,10 @@
 (:mod:`~stemtomo.preprocess.defects`), per-tilt intensity normalization (:mod:`~stemtomo.preprocess.intensity`)
 and specimen thickness estimation (:mod:`~stemtomo.preprocess.thickness`).
 
-Each function works on arrays and returns its result together with a small record for the output sidecar.
+Each function works on arrays and returns its result together with a small record for the output sidecar
+(``as_dict()``: plain Python, YAML-safe). Typical order on a raw series: :func:`remove_defects` (detector
+pixels, before anything resamples the images) → :func:`normalize_tilt_intensities` → alignment →
+WBP → :func:`estimate_thickness` on the WBP.
 """
 
 from __future__ import annotations
