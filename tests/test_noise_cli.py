@@ -33,7 +33,8 @@ def pair(workdir: Path, rng: np.random.Generator) -> tuple[Path, Path]:
 
 
 def test_fit_all_writes_models_report_and_figure(cli, pair: tuple[Path, Path]) -> None:
-    res = cli("noise", "fit", *pair, "-o", "nm.safetensors", "--model", "all", "--iterations", "30", "--joint-norm")
+    res = cli("noise", "fit", *pair, "-o", "nm.safetensors", "--model", "all", "--iterations", "30", "--joint-norm",
+              "--register")
     assert res.exit_code == 0, res.output
     for kind in ("flow", "gaussian", "poisson"):
         model = load_noise_model(f"nm_{kind}.safetensors")
@@ -42,6 +43,7 @@ def test_fit_all_writes_models_report_and_figure(cli, pair: tuple[Path, Path]) -
         assert meta is not None and meta.provenance[-1]["command"] == "stemtomo noise fit"
         assert len(meta.provenance[-1]["inputs"]) == 2 and meta.normalization is not None and meta.normalization["mode"] == "joint"
     report = yaml.safe_load(Path("nm.report.yaml").read_text())
+    assert len(report["data"]["registration_shifts_px"]) == 6  # one (dy, dx) per image pair
     rows = {r["model"]: r for r in report["comparison"]}
     assert set(rows) == {"flow", "gaussian", "poisson"}
     for r in rows.values():
