@@ -25,6 +25,10 @@ signal grows as the path length ``1/cosθ``, so ``M_i = cosθ_i · Σ I_i`` is t
 ``M_i``. Subtract any detector dark offset first; the ``1 − exp(−κP)`` saturation of very thick or
 heavy specimens breaks the proportionality.
 
+Neither BF model nor the DF ``cos`` mode fits a series simulated from a finite cube (``stemtomo simulate``):
+its high-tilt rays leave the cube sideways, so the images brighten (BF) or lose mass (DF) with tilt;
+such data need no per-tilt correction.
+
 Both return the corrected stack (float32) and an :class:`IntensityCorrection` whose
 :meth:`~IntensityCorrection.as_dict` is meant for the sidecar's ``normalization`` record.
 """

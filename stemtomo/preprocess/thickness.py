@@ -14,7 +14,11 @@ Measured on simulated cell phantoms (64³, slabs of 16/24/32 voxels, −60:60:3 
 clean and Poisson-noisy): the default (99th percentile, fraction 0.4) estimated 0.96–1.02 × the true
 thickness and the centre within 0.7 voxel. A fraction of 0.5 or the per-plane standard deviation
 underestimate (≈ 0.85–0.95 ×), because objects of the phantom, like real ones, thin out toward the faces.
-Requires background planes on both sides of the slab (a volume deeper than the specimen).
+Requires background planes on both sides of the slab (a volume deeper than the specimen), and
+projections whose per-tilt offsets are consistent with the geometry: hot pixels (streaks through every
+z; remove them first) or per-tilt offsets in the line integrals that the slab does not explain (e.g. each
+projection's mean removed) back-project into structure far from the slab and can take the estimate
+anywhere (measured: 9 instead of 24 voxels for either).
 """
 
 from __future__ import annotations
