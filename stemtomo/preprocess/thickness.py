@@ -18,7 +18,7 @@ Requires background planes on both sides of the slab (a volume deeper than the s
 projections whose per-tilt offsets are consistent with the geometry: hot pixels (streaks through every
 z; remove them first) or per-tilt offsets in the line integrals that the slab does not explain (e.g. each
 projection's mean removed) back-project into structure far from the slab and can take the estimate
-anywhere (measured: 9 instead of 24 voxels for either).
+anywhere (measured on a 24-voxel slab: 9.4 and 10.6 voxels).
 """
 
 from __future__ import annotations
