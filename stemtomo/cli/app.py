@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "simulate",
     "noise",
     "denoise",
+    "align",
     "wbp",
     "recon",
     "export",

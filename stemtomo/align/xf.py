@@ -1,0 +1,115 @@
+"""IMOD ``.xf`` transforms: read, write, compose from (tilt-axis angle, shifts) and apply as ``newstack`` does.
+
+One line per view, ``A11 A12 A21 A22 DX DY``, mapping a raw image position to the aligned one
+(CONVENTIONS.md §1.3)::
+
+    X' = A11·(X − Xc) + A12·(Y − Yc) + DX + Xc'
+    Y' = A21·(X − Xc) + A22·(Y − Yc) + DY + Yc'
+
+with centres at ``(n − 1)/2`` in 0-based pixel-centre coordinates (IMOD's ``n/2`` in its 0.5-offset
+coordinates). For a raw tilt axis at angle α (CCW from +y) and a specimen shift ``s`` in the raw frame, the
+alignment is ``A = R(−α)``, ``D = −R(−α)·s`` (what AreTomo writes), and the aligned image has its tilt axis
+along +y: the frame of :mod:`stemtomo.core.geometry`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stemtomo.core.geometry import centre
+from stemtomo.errors import InputError
+
+
+def read_xf(path: str | os.PathLike[str], n_views: int | None = None) -> np.ndarray:
+    """Read an ``.xf`` file as an ``(n, 2, 3)`` array ``[[A11, A12, DX], [A21, A22, DY]]``.
+
+    Raises
+    ------
+    InputError
+        Missing file, a line without 6 numbers, a view count ≠ ``n_views``, or a non-invertible matrix.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: .xf file not found; check the path")
+    rows: list[list[float]] = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            values = [float(v) for v in line.split()]
+        except ValueError:
+            raise InputError(f"{p}:{lineno}: {line.strip()!r} is not six numbers (A11 A12 A21 A22 DX DY)") from None
+        if len(values) != 6:
+            raise InputError(f"{p}:{lineno}: expected 6 numbers (A11 A12 A21 A22 DX DY), found {len(values)}")
+        rows.append(values)
+    if not rows:
+        raise InputError(f"{p}: .xf file holds no transforms")
+    if n_views is not None and len(rows) != n_views:
+        raise InputError(f"{p}: {len(rows)} transforms but the stack has {n_views} images; the counts must match")
+    a = np.asarray(rows, dtype=np.float64)
+    xf = np.stack([np.stack([a[:, 0], a[:, 1], a[:, 4]], -1), np.stack([a[:, 2], a[:, 3], a[:, 5]], -1)], 1)
+    det = xf[:, 0, 0] * xf[:, 1, 1] - xf[:, 0, 1] * xf[:, 1, 0]
+    bad = np.flatnonzero(np.abs(det) < 1e-6)
+    if bad.size:
+        raise InputError(f"{p}: transform of view {int(bad[0])} is not invertible (determinant {det[bad[0]]:.3g})")
+    return xf
+
+
+def format_xf(xf: np.ndarray) -> str:
+    """IMOD text for ``(n, 2, 3)`` transforms (same column layout as IMOD's own files)."""
+    lines = []
+    for m in np.asarray(xf, dtype=np.float64):
+        lines.append(
+            f"{m[0, 0]:12.7f}{m[0, 1]:12.7f}{m[1, 0]:12.7f}{m[1, 1]:12.7f}{m[0, 2]:12.3f}{m[1, 2]:12.3f}\n"
+        )
+    return "".join(lines)
+
+
+def xf_from_alignment(tilt_axis_angle_deg: float, shifts_xy: np.ndarray) -> np.ndarray:
+    """Transforms ``A = R(−α)``, ``D = −R(−α)·s`` for raw-frame shifts ``s`` of shape ``(n, 2)`` (x, y)."""
+    a = math.radians(-tilt_axis_angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    s = np.asarray(shifts_xy, dtype=np.float64).reshape(-1, 2)
+    d = -(s @ rot.T)
+    out = np.zeros((s.shape[0], 2, 3))
+    out[:, :, :2] = rot
+    out[:, :, 2] = d
+    return out
+
+
+def apply_xf(
+    images: torch.Tensor, xf: np.ndarray | torch.Tensor, out_shape: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Resample raw images ``(n, ny, nx)`` into the aligned frame, as IMOD ``newstack -xform`` does.
+
+    Bilinear interpolation; positions outside the raw image are filled with the image's mean (newstack's
+    default fill). ``out_shape`` ``(ny', nx')`` defaults to the raw shape.
+    """
+    n, ny, nx = images.shape
+    oy, ox = (ny, nx) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
+    m = torch.as_tensor(np.asarray(xf), dtype=torch.float64)
+    if m.shape != (n, 2, 3):
+        raise InputError(f".xf: {m.shape[0]} transforms for {n} images; the counts must match")
+    a, d = m[:, :, :2], m[:, :, 2]
+    inv = torch.linalg.inv(a)
+    dev, dt = images.device, images.dtype
+    yy = torch.arange(oy, dtype=torch.float64) - centre(oy)
+    xx = torch.arange(ox, dtype=torch.float64) - centre(ox)
+    gy, gx = torch.meshgrid(yy, xx, indexing="ij")
+    q = torch.stack((gx, gy), -1).reshape(1, -1, 2) - d[:, None, :]  # (n, P, 2) aligned - D
+    raw = torch.einsum("nij,npj->npi", inv, q)  # raw position relative to the raw centre
+    grid = torch.stack((raw[..., 0] / max(centre(nx), 0.5), raw[..., 1] / max(centre(ny), 0.5)), -1)
+    grid = grid.reshape(n, oy, ox, 2).to(device=dev, dtype=dt)
+    fill = images.mean(dim=(1, 2), keepdim=True)
+    out = F.grid_sample((images - fill)[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out[:, 0] + fill
+
+
+__all__ = ["apply_xf", "format_xf", "read_xf", "xf_from_alignment"]
