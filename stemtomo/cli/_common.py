@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -167,7 +168,7 @@ def options_dict(**kwargs: Any) -> dict[str, Any]:
     for k, v in kwargs.items():
         if isinstance(v, Path):
             v = str(v)
-        elif hasattr(v, "value") and not isinstance(v, (int, float, str)):
+        elif isinstance(v, Enum):  # str-Enums too: YAML must get the plain value
             v = v.value
         elif isinstance(v, (list, tuple)):
             v = [str(x) if isinstance(x, Path) else x for x in v]

@@ -88,10 +88,18 @@ def is_normalized(meta_normalization: dict[str, Any] | None) -> bool:
 
 
 def normalized_intensities(stack: np.ndarray, meta_normalization: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Intensities in [0, 1] ready for the forward model: as-is when the sidecar says they already are
-    (e.g. ``stemtomo simulate`` output), else :func:`robust_normalize`."""
-    if is_normalized(meta_normalization) and float(stack.min()) >= -1e-6 and float(stack.max()) <= 1 + 1e-6:
-        return np.clip(stack, 0.0, 1.0).astype(np.float32), dict(meta_normalization or {})
+    """Intensities in [0, 1] ready for the forward model.
+
+    - ``calibrated: true`` in the record (e.g. a per-tilt I0 correction, where vacuum = 1 and noise may
+      exceed 1): clipped to [0, 1], never re-stretched — a stretch would undo the calibration;
+    - already normalized (``stemtomo simulate`` output, a record with a method) and inside [0, 1]: as is;
+    - otherwise :func:`robust_normalize`.
+    """
+    record = dict(meta_normalization or {})
+    if record.get("calibrated"):
+        return np.clip(stack, 0.0, 1.0).astype(np.float32), record
+    if is_normalized(record) and float(stack.min()) >= -1e-6 and float(stack.max()) <= 1 + 1e-6:
+        return np.clip(stack, 0.0, 1.0).astype(np.float32), record
     return robust_normalize(stack)
 
 
