@@ -106,3 +106,22 @@ def test_flow_beats_gaussian_and_poisson_on_non_gaussian_stem_noise(rng: np.rand
     assert jsd["flow"] < 0.6 * jsd["poisson"] and jsd["flow"] < 0.6 * jsd["gaussian"]
     assert nll["flow"] < nll["poisson"] - 0.3 and nll["flow"] < nll["gaussian"] - 0.3
     assert cal.metrics["flow"]["overall"]["bc"] > cal.metrics["poisson"]["overall"]["bc"]
+
+
+def test_non_finite_loss_stops_with_the_best_state(caplog, monkeypatch) -> None:
+    # Residuals of ±1e30 overflow the density: training must stop and keep a finite initial state.
+    import logging
+
+    from stemtomo.noise import FlowNoiseModel, fit_noise_model
+
+    monkeypatch.setattr(logging.getLogger("stemtomo"), "propagate", True)  # a CLI test may have turned it off
+    clean = torch.rand(2, 32, 32)
+    noisy = clean + 1e30 * torch.randn(2, 32, 32)
+    held = torch.zeros(2, 32, 32, dtype=torch.bool)
+    held[:, 28:] = True
+    model = FlowNoiseModel()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = fit_noise_model(model, clean, noisy, held, FitConfig(iterations=50, eval_every=10))
+    assert res.stopped_early and res.steps == 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert "non-finite training loss" in caplog.text

@@ -175,6 +175,10 @@ def _fit_minibatch(
         i, y, x = (t.to(tc.device) for t in (i, y, x))
         c, s = tc[i, y, x], tn[i, y, x]
         loss = -model.log_prob(s - c, c).mean()
+        if not bool(torch.isfinite(loss)):  # keep the best finite state rather than training on NaN/Inf
+            log.warning("non-finite training loss at step %d; stopping with the best held-out state", step)
+            stopped = True
+            break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
