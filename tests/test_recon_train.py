@@ -219,3 +219,25 @@ def test_defocus_aware_rendering_reproduces_the_simulated_blur(vol: np.ndarray, 
     target = torch.from_numpy(blur[t, 6:18, 6:18]).reshape(-1)
     err_aware, err_plain = float((aware - target).abs().mean()), float((plain - target).abs().mean())
     assert err_aware < 0.6 * err_plain, (err_aware, err_plain)
+
+
+def test_max_time_stops_and_checkpoints(tmp_path: Path, noisy: np.ndarray) -> None:
+    res = reconstruct(series_image(noisy), _cfg(iterations=100_000, max_time_s=0.3), CPU, tmp_path)
+    assert res.state.stopped == "time" and 0 < res.state.iteration < 100_000
+    _, _, info = load_resume(tmp_path)
+    assert info["state"]["iteration"] == res.state.iteration
+
+
+def test_sigterm_requests_a_clean_stop() -> None:
+    import os
+    import signal
+
+    from stemtomo.cli.cmd_recon import _StopFlag
+
+    stop = _StopFlag()
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop() is True  # first signal: finish the step, checkpoint, stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # second signal: interrupt at once
+    assert signal.getsignal(signal.SIGTERM) is not stop._handler

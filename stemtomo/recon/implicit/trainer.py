@@ -187,10 +187,26 @@ class Trainer:
             n += pred.shape[0]
         return total / n
 
+    def _rescore_best(self) -> float:
+        """Validation score of the selected field under the *current* noise model.
+
+        With a jointly trained flow the NLL also falls because the flow improves; re-scoring the incumbent
+        with the same flow keeps the comparison about the field.
+        """
+        current = copy.deepcopy(self.field.state_dict())
+        self.field.load_state_dict(self.best_field)
+        try:
+            score = self.validate()
+        finally:
+            self.field.load_state_dict(current)
+        return math.inf if score is None else score
+
     def _select(self, score: float | None, force: bool = False) -> None:
         st = self.state
         if self.nll and st.iteration < self.cfg.warmup and not force:
             return  # the NLL is not comparable with the warm-up's
+        if score is not None and self.train_flow and st.best_iteration >= 0:
+            st.best_score = self._rescore_best()
         if score is None or score < st.best_score:
             st.best_score = st.best_score if score is None else score
             st.best_iteration = st.iteration
