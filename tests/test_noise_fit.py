@@ -125,3 +125,13 @@ def test_non_finite_loss_stops_with_the_best_state(caplog, monkeypatch) -> None:
     assert res.stopped_early and res.steps == 1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert "non-finite training loss" in caplog.text
+
+
+def test_same_seed_same_fit(rng: np.random.Generator) -> None:
+    clean = smooth_images(5, 32, 32, rng)
+    noisy = stem_noise(clean, StemNoiseProcess(dose=10.0), rng)
+    pairs = prepare_pairs(clean, noisy, seed=3)
+    runs = [calibrate(pairs, ["flow"], fit=FitConfig(iterations=20, eval_every=10, seed=3)) for _ in range(2)]
+    a, b = (r.models["flow"].state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert runs[0].results["flow"].heldout_nll == runs[1].results["flow"].heldout_nll

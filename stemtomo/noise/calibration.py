@@ -102,8 +102,9 @@ def calibrate(
     h_noise, h_clean = h_noise[sel], h_clean[sel]
     results, samples = {}, {}
     for i, kind in enumerate(kinds):
-        torch.manual_seed(cfg.seed + i)  # reproducible initialization
-        model = models[kind] = build_noise_model(kind, **dict(configs.get(kind, {})))
+        with torch.random.fork_rng(devices=[]):  # seeded initialization without touching the global RNG
+            torch.manual_seed(cfg.seed + i)
+            model = models[kind] = build_noise_model(kind, **dict(configs.get(kind, {})))
         cb = callback(kind) if callback is not None else None
         results[kind] = fit_from_arrays(model, pairs.clean, pairs.noisy, pairs.heldout, cfg, cb, device)
         samples[kind] = sample_model(model, h_clean, seed=cfg.seed + 100 + i)

@@ -10,6 +10,13 @@ With ``zero_mean=True`` every layer's centre ``z0`` is fixed at 0, so every laye
 the noise density is symmetric about 0 (hence zero-mean) for every clean value: the reconstruction uses
 this by default because a free intensity-dependent mean biases the field (FINDINGS.md lesson 3).
 
+Example
+-------
+Joint training in the reconstruction (the residual's gradient reaches the field through both arguments)::
+
+    flow = FlowNoiseModel(zero_mean=True).to(pred.device)
+    loss = -flow.log_prob(measured - pred, pred).mean()
+
 References
 ----------
 Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015 (radial flows).
