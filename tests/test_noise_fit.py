@@ -135,3 +135,15 @@ def test_same_seed_same_fit(rng: np.random.Generator) -> None:
     a, b = (r.models["flow"].state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert runs[0].results["flow"].heldout_nll == runs[1].results["flow"].heldout_nll
+
+
+def test_cpu_thread_setting_is_restored_after_fitting(rng: np.random.Generator) -> None:
+    from stemtomo.noise import FlowNoiseModel, fit_noise_model
+
+    clean = torch.rand(2, 16, 16)
+    held = torch.zeros(2, 16, 16, dtype=torch.bool)
+    held[:, 12:] = True
+    torch.set_num_threads(2)
+    fit_noise_model(FlowNoiseModel(), clean, clean + 0.05 * torch.randn(2, 16, 16), held,
+                    FitConfig(iterations=3, eval_every=1, cpu_threads=1))
+    assert torch.get_num_threads() == 2

@@ -14,12 +14,13 @@ Losses are the mean negative log density per pixel in nats, with noise in normal
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -139,7 +140,20 @@ def fit_noise_model(
         if callback is not None:
             callback(1, 1, f"held-out NLL {nll:.4f}")
         return FitResult(nll, 0, 0, time.perf_counter() - t0, "mle-lbfgs", history=[(0, train, nll)])
-    return _fit_minibatch(model, tc, tn, h_noise, h_clean, cfg, callback, t0)
+    with _cpu_threads(cfg.cpu_threads if clean.device.type == "cpu" else 0):
+        return _fit_minibatch(model, tc, tn, h_noise, h_clean, cfg, callback, t0)
+
+
+@contextlib.contextmanager
+def _cpu_threads(n: int) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (``n = 0``: leave it)."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _optimizer(model: NoiseModel, cfg: FitConfig) -> torch.optim.Optimizer:
