@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -21,6 +21,15 @@ from stemtomo.cli._common import (
     options_dict,
     resolve_device,
     setup,
+)
+from stemtomo.cli._prepare import (
+    DefectThresholdOpt,
+    NormalizeTilts,
+    NormalizeTiltsOpt,
+    RemoveDefectsOpt,
+    apply_records,
+    prepare_option_values,
+    prepare_options,
 )
 
 
@@ -43,6 +52,10 @@ def align(
     apply: Annotated[bool, typer.Option("--apply", help="Only apply the transforms given by --xf (IMOD newstack -xform) and write the aligned stack.")] = False,
     refine: Annotated[int, typer.Option("--refine", help="Rounds of leave-one-out projection matching against a WBP after the coarse alignment (0: off; experimental).")] = 0,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else bf.")] = None,
+    remove_defects: RemoveDefectsOpt = False,
+    defect_threshold: DefectThresholdOpt = None,
+    normalize_tilts: NormalizeTiltsOpt = NormalizeTilts.none,
+    estimate_thickness: Annotated[bool, typer.Option("--estimate-thickness", help="Estimate the specimen slab from a full-depth WBP of the aligned stack and write it to the aligned stack's sidecar as thickness_px (input pixels; wbp and recon then clip to it).")] = False,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -55,6 +68,8 @@ def align(
     The aligned stack has its tilt axis along +y (the frame wbp and recon expect); the .xf maps raw to aligned
     images exactly as IMOD newstack applies it, so IMOD can use it too. The held-out reprojection error
     (odd tilts predicted from a WBP of the even tilts; lower is better) is reported before and after.
+    --remove-defects and --normalize-tilts clean the raw images first (in that order); the aligned stack
+    keeps the cleaned intensities and their records.
     """
     setup(quiet, verbose, debug)
     from stemtomo.errors import ParameterError
@@ -67,56 +82,81 @@ def align(
         raise ParameterError(f"--tilt-axis-angle {tilt_axis_angle:g}: must be within ±180°")
     if refine < 0:
         raise ParameterError(f"--refine {refine}: must be ≥ 0")
+    prep = prepare_options(remove_defects, defect_threshold, normalize_tilts, xf if apply else None)
     from stemtomo.io import check_outputs
 
     xf_path, png_path = output_paths(output)
     check_outputs([output] if apply else [output, xf_path, png_path], overwrite)
     opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, xf=xf, apply=apply, refine=refine,
-                        contrast=contrast.value if contrast else None, device=device)
+                        contrast=contrast.value if contrast else None, estimate_thickness=estimate_thickness,
+                        **{k: v for k, v in prepare_option_values(prep).items() if k != "xf"}, device=device)
     if apply:
         assert xf is not None
-        _apply(tilt_series, output, xf, angles, opts, device, overwrite)
+        _apply(tilt_series, output, xf, angles, opts, device, overwrite, prep,
+               contrast.value if contrast else None, estimate_thickness)
     else:
         _align(tilt_series, output, angles, tilt_axis_angle, refine, contrast.value if contrast else None,
-               opts, device, overwrite)
+               opts, device, overwrite, prep, estimate_thickness)
 
 
 def _apply(tilt_series: Path, output: Path, xf: Path, angles: Path | None, opts: dict, device: str,
-           overwrite: bool) -> None:
-    import torch
-
-    from stemtomo.align.xf import apply_xf, read_xf
+           overwrite: bool, prep: Any, contrast: str | None, estimate: bool) -> None:
     from stemtomo.io import make_provenance, read_stack, write_image
+    from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles)
-    transforms = read_xf(xf, image.data.shape[0])
-    aligned = apply_xf(torch.as_tensor(image.data, device=dev), transforms).cpu().numpy()
-    meta = image.meta.copy(tilt_axis_angle_deg=0.0)
-    meta.extra["alignment"] = {"xf_file": str(xf), "applied": True}
+    contrast = contrast or image.meta.contrast or "bf"
+    aligned, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
+    meta = apply_records(image.meta, records)
+    if estimate:
+        _thickness(aligned, image.tilt_angles_deg, meta, contrast, dev)
     write_image(output, aligned, meta, overwrite=overwrite,
                 provenance=make_provenance("align", opts, [tilt_series, xf]))
     info(f"applied {xf} to {image.data.shape[0]} images → {output}")
 
 
+def _thickness(aligned: np.ndarray, tilts: np.ndarray, meta: Any, contrast: str, dev: Any) -> None:
+    """Estimate the slab from a full-depth WBP of the aligned stack (binned to ≤ 256 px) into ``meta``:
+    ``thickness_px`` = the centred slab enclosing the estimate (input pixels), details under ``extra``."""
+    from stemtomo.core.imaging import DEFAULT_KAPPA
+    from stemtomo.preprocess.pipeline import estimate_slab, thickness_record
+    from stemtomo.recon.wbp import line_integrals_from_stack
+
+    factor = max(1, int(np.ceil(max(aligned.shape[-2:]) / 256)))
+    lines, _ = line_integrals_from_stack(
+        aligned, contrast=contrast, kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA,
+        normalization=meta.normalization, tilt_axis_angle_deg=0.0, bin_factor=factor, device=dev,
+    )
+    record = thickness_record(estimate_slab(lines, tilts), factor)
+    meta.thickness_px = record["enclosing_thickness_px"]
+    meta.extra["thickness_estimate"] = record
+    logging.getLogger("stemtomo.align").info(
+        "estimated slab: %.1f px thick, centre offset %+.1f px; thickness_px %.1f written to the sidecar",
+        record["thickness_px"], record["z_offset_px"], meta.thickness_px)
+
+
 def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle: float | None, refine: int,
-           contrast: str | None, opts: dict, device: str, overwrite: bool) -> None:
+           contrast: str | None, opts: dict, device: str, overwrite: bool, prep: Any, estimate: bool) -> None:
     from stemtomo.align.coarse import AlignConfig
     from stemtomo.align.pipeline import align_tilt_series
     from stemtomo.align.xf import format_xf
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.errors import InputError
     from stemtomo.io import AtomicOutputs, make_provenance, read_stack, write_image
+    from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles, require_angles=True)
     if image.data.shape[0] < 2:
         raise InputError(f"{tilt_series}: a single image cannot be aligned; a tilt series needs ≥ 2 images")
-    meta = image.meta
+    contrast = contrast or image.meta.contrast or "bf"
+    stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
+    meta = apply_records(image.meta, records)
     config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, refine_iterations=refine)
     log = logging.getLogger("stemtomo.align")
     result = align_tilt_series(
-        image.data, image.tilt_angles_deg, config, contrast=contrast or meta.contrast or "bf",
+        stack, image.tilt_angles_deg, config, contrast=contrast,
         kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA, normalization=meta.normalization,
         prior_axis_deg=meta.tilt_axis_angle_deg, device=dev,
         progress=lambda stage: log.debug("align: %s", stage),
@@ -132,6 +172,8 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
         "holdout_error_before": result.score_before,
         "holdout_error_after": result.score_after,
     }
+    if estimate:
+        _thickness(result.aligned, image.tilt_angles_deg, out_meta, contrast, dev)
     provenance = make_provenance("align", opts, [tilt_series] + ([angles] if angles else []))
     write_image(output, result.aligned, out_meta, overwrite=overwrite, provenance=provenance)
     with AtomicOutputs() as out:

@@ -21,6 +21,15 @@ from stemtomo.cli._common import (
     resolve_device,
     setup,
 )
+from stemtomo.cli._prepare import (
+    DefectThresholdOpt,
+    NormalizeTilts,
+    NormalizeTiltsOpt,
+    RemoveDefectsOpt,
+    XfOpt,
+    prepare_option_values,
+    prepare_options,
+)
 
 
 class Method(str, Enum):
@@ -56,6 +65,11 @@ def wbp(
     half_sets: Annotated[bool, typer.Option("--half-sets", help="Also write <output>_even/_odd reconstructions from the even/odd tilts in angle order (for FSC).")] = False,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf: I = exp(-κP), df: I = 1 - exp(-κP)). Default: sidecar, else bf.")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation κ of the image model. Default: sidecar, else 7.")] = None,
+    estimate_thickness: Annotated[bool, typer.Option("--estimate-thickness", help="Estimate the slab thickness and z-offset from a full-depth WBP first (z-profile), record them in the sidecar and reconstruct with that slab (centred, enclosing the estimate).")] = False,
+    remove_defects: RemoveDefectsOpt = False,
+    defect_threshold: DefectThresholdOpt = None,
+    normalize_tilts: NormalizeTiltsOpt = NormalizeTilts.none,
+    xf: XfOpt = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -67,6 +81,9 @@ def wbp(
     Intensities are normalized to [0, 1], linearized (bright field −log(I)/κ, dark field −log(1−I)/κ) into
     line integrals, optionally binned and rotated so the tilt axis is y, then reconstructed. The volume
     follows IMOD's trimvol -rx orientation (positive tilt moves material above the centre toward +x).
+
+    Raw series: --remove-defects, --normalize-tilts and --xf prepare the images first (in that order);
+    --estimate-thickness finds the specimen slab from a full-depth WBP and records it in the sidecar.
     """
     setup(quiet, verbose, debug)
     from stemtomo.errors import ParameterError
@@ -84,6 +101,11 @@ def wbp(
         raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
     if thickness_px is not None and not thickness_px > 0:
         raise ParameterError(f"--thickness-px {thickness_px:g}: the slab thickness must be > 0 pixels")
+    if estimate_thickness and thickness_px is not None:
+        raise ParameterError("--estimate-thickness and --thickness-px: use one of them (estimate the slab, or give it)")
+    if xf is not None and tilt_axis_angle is not None:
+        raise ParameterError("--xf already rotates the images so the tilt axis is y; drop --tilt-axis-angle")
+    prep = prepare_options(remove_defects, defect_threshold, normalize_tilts, xf)
     base = WBPConfig()
     probe = WBPConfig(method=method.value, filter=base.filter if filter_ is None else filter_, nz=nz,
                       bin_factor=bin_factor, sirt=sirt_cfg,
@@ -96,48 +118,55 @@ def wbp(
                         thickness_px=thickness_px, nz=nz, bin=bin_factor, iterations=sirt_cfg.iterations,
                         relaxation=sirt_cfg.relaxation, positivity=positivity, restore_mean=probe.restore_mean,
                         half_sets=half_sets,
-                        contrast=contrast.value if contrast else None, kappa=kappa, device=device)
+                        contrast=contrast.value if contrast else None, kappa=kappa,
+                        estimate_thickness=estimate_thickness, **prepare_option_values(prep), device=device)
     _run(tilt_series, outputs, probe, opts, angles=angles, tilt_axis_angle=tilt_axis_angle,
          thickness_px=thickness_px, contrast=contrast.value if contrast else None, kappa=kappa,
-         device=device, overwrite=overwrite)
+         device=device, overwrite=overwrite, prep=prep, estimate=estimate_thickness)
 
 
 def _run(
     tilt_series: Path, outputs: list[Path], probe: Any, opts: dict[str, Any], *, angles: Path | None,
     tilt_axis_angle: float | None, thickness_px: float | None, contrast: str | None, kappa: float | None,
-    device: str, overwrite: bool,
+    device: str, overwrite: bool, prep: Any, estimate: bool,
 ) -> None:
     import dataclasses
 
     import numpy as np
 
+    from stemtomo.cli._prepare import apply_records
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.errors import InputError
     from stemtomo.io import Metadata, make_provenance, read_stack, write_image
+    from stemtomo.preprocess.pipeline import prepare_tilt_series
     from stemtomo.recon.wbp import half_set_indices, line_integrals_from_stack, reconstruct
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles, tilt_axis_angle_deg=tilt_axis_angle, require_angles=True)
-    meta = image.meta
     tilts = image.tilt_angles_deg
     if tilts.size < 2:
         raise InputError(f"{tilt_series}: {tilts.size} projection; a reconstruction needs a tilt series of ≥ 2 images")
+    contrast = contrast or image.meta.contrast or "bf"
+    stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
+    meta = apply_records(image.meta, records)
     thickness_in = thickness_px if thickness_px is not None else meta.thickness_px
     config = dataclasses.replace(
-        probe, thickness_px=None if thickness_in is None else thickness_in / probe.bin_factor
+        probe, thickness_px=None if thickness_in is None or estimate else thickness_in / probe.bin_factor
     )
     config.validate()
-    contrast = contrast or meta.contrast or "bf"
     kappa = kappa if kappa is not None else (meta.kappa if meta.kappa is not None else DEFAULT_KAPPA)
     lines, norm = line_integrals_from_stack(
-        image.data, contrast=contrast, kappa=kappa, normalization=meta.normalization,
+        stack, contrast=contrast, kappa=kappa, normalization=meta.normalization,
         tilt_axis_angle_deg=meta.tilt_axis_angle_deg, bin_factor=config.bin_factor, device=dev,
     )
+    prep_extra = dict(records["extra"])
+    if estimate:
+        config, prep_extra["thickness_estimate"] = _estimate(lines, tilts, config)
     sets: list[tuple[Path, np.ndarray, str | None]] = [(outputs[0], np.arange(tilts.size), None)]
     if len(outputs) == 3:
         even, odd = half_set_indices(tilts)
         sets += [(outputs[1], even, "even"), (outputs[2], odd, "odd")]
-    inputs = [tilt_series] + ([angles] if angles is not None else [])
+    inputs = [tilt_series] + ([angles] if angles is not None else []) + ([prep.xf] if prep.xf is not None else [])
     provenance = make_provenance("wbp", opts, inputs)
     pixel = None if meta.pixel_size_angstrom is None else meta.pixel_size_angstrom * config.bin_factor
     for path, idx, half in sets:
@@ -151,7 +180,7 @@ def _run(
             vol, rinfo = reconstruct(lines[idx], tilts[idx], config, progress=callback)
         extra: dict[str, Any] = {"method": config.method, "bin": config.bin_factor,
                                  "source_tilt_axis_angle_deg": meta.tilt_axis_angle_deg,
-                                 "n_tilts": int(idx.size), "input_normalization": norm}
+                                 "n_tilts": int(idx.size), "input_normalization": norm, **prep_extra}
         if config.method == "wbp":
             extra["filter"] = config.filter
             extra["restore_mean"] = config.restore_mean and rinfo["thickness_px"] is not None
@@ -169,6 +198,24 @@ def _run(
     v = vol.shape
     info(f"{config.method.upper()}: {tilts.size} tilts → {outputs[0]} ({v[0]}×{v[1]}×{v[2]} zyx"
          f"{'' if pixel is None else f', {pixel:g} Å/voxel'})" + (" + even/odd half sets" if len(sets) == 3 else ""))
+
+
+def _estimate(lines: Any, tilts: Any, config: Any) -> tuple[Any, dict[str, Any]]:
+    """Slab from a full-depth WBP of ``lines`` (binned voxels) → (config with that slab, sidecar record)."""
+    import dataclasses
+    import logging
+
+    from stemtomo.preprocess.pipeline import enclosing_thickness, estimate_slab, thickness_record
+
+    with progress("thickness estimate (full-depth WBP)", total=None):
+        est = estimate_slab(lines, tilts, filter=config.filter)
+    depth = config.nz if config.nz is not None else int(lines.shape[-1])
+    used = min(enclosing_thickness(est), float(depth))
+    record = {**thickness_record(est, config.bin_factor), "slab_used_px": used * config.bin_factor}
+    logging.getLogger("stemtomo.wbp").info(
+        "estimated slab: %.1f px thick, centre offset %+.1f px (input pixels); reconstructing a centred slab of "
+        "%.1f px", record["thickness_px"], record["z_offset_px"], record["slab_used_px"])
+    return dataclasses.replace(config, thickness_px=used), record
 
 
 def register(app: typer.Typer) -> None:

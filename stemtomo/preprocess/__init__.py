@@ -5,7 +5,8 @@ and specimen thickness estimation (:mod:`~stemtomo.preprocess.thickness`).
 Each function works on arrays and returns its result together with a small record for the output sidecar
 (``as_dict()``: plain Python, YAML-safe). Typical order on a raw series: :func:`remove_defects` (detector
 pixels, before anything resamples the images) → :func:`normalize_tilt_intensities` → alignment →
-WBP → :func:`estimate_thickness` on the WBP.
+WBP → :func:`estimate_thickness` on the WBP. :func:`prepare_tilt_series`
+(:mod:`~stemtomo.preprocess.pipeline`) runs the first steps in that order for the commands.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from stemtomo.preprocess.intensity import (
     normalize_df,
     normalize_tilt_intensities,
 )
+from stemtomo.preprocess.pipeline import (
+    NORMALIZE_CHOICES,
+    PrepareOptions,
+    enclosing_thickness,
+    estimate_slab,
+    prepare_tilt_series,
+    thickness_record,
+)
 from stemtomo.preprocess.thickness import (
     ThicknessConfig,
     ThicknessEstimate,
@@ -32,6 +41,12 @@ from stemtomo.preprocess.thickness import (
 
 __all__ = [
     "BF_MODELS",
+    "NORMALIZE_CHOICES",
+    "PrepareOptions",
+    "enclosing_thickness",
+    "estimate_slab",
+    "prepare_tilt_series",
+    "thickness_record",
     "DF_MODES",
     "DefectConfig",
     "DefectReport",
