@@ -49,7 +49,7 @@ def recon(
     flow_optimizer: Annotated[str, typer.Option("--flow-optimizer", help="Flow optimizer: adam | sgd.")] = _D.flow_optimizer,
     flow_free_mean: Annotated[bool, typer.Option("--flow-free-mean", help="Let the jointly trained flow have a free mean (the paper's form).")] = False,
     warmup: Annotated[int, typer.Option("--warmup", help="L2 warm-up steps before the NLL (ours, ours-sup).")] = _D.warmup,
-    tv: Annotated[float | None, typer.Option("--tv", help="TV weight [default: 0.03 for ours/ours-sup, 0.005 for l2/l1].")] = None,
+    tv: Annotated[float | None, typer.Option("--tv", help="TV weight (rescaled by 1/(2·residual variance) under the NLL) [default: 0.005].")] = None,
     coarse_to_fine: Annotated[bool, typer.Option("--coarse-to-fine", help="Grid field: fade in finer levels.")] = False,
     grid_levels: Annotated[int, typer.Option("--grid-levels", help="Grid field: levels.")] = _F.grid_levels,
     mlp_width: Annotated[int, typer.Option("--mlp-width", help="MLP field: hidden width.")] = _F.mlp_width,
@@ -119,8 +119,7 @@ def recon(
 def _build_config(o: dict[str, Any]) -> ReconConfig:
     method = o["method"] or "ours"
     kind = o["field"] or "voxel"
-    nll = method in ("ours", "ours-sup")
-    tv = o["tv"] if o["tv"] is not None else (0.03 if nll else 0.005)
+    tv = o["tv"] if o["tv"] is not None else _D.tv
     lr = o["lr"] if o["lr"] is not None else {"mlp": 5e-4, "grid": 1e-2}.get(kind, _D.lr)
     return ReconConfig(
         method=method, field=FieldConfig(kind=kind, grid_levels=o["grid_levels"], mlp_width=o["mlp_width"]),

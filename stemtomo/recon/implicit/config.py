@@ -44,7 +44,7 @@ class ReconConfig:
     """The learning rate falls to lr / factor at the last iteration (the paper: 100)."""
     optimizer: str = "adam"
     """Field optimizer: ``adam`` or ``sgd`` (momentum 0.9)."""
-    tv: float = 0.0
+    tv: float = 0.005
     """Total-variation weight (voxel and grid fields); rescaled by 1/(2·residual variance) under the NLL."""
     coarse_to_fine: bool = False
     """Grid field: fade the finer levels in over the first half of training."""
