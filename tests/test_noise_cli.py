@@ -33,7 +33,7 @@ def pair(workdir: Path, rng: np.random.Generator) -> tuple[Path, Path]:
 
 
 def test_fit_all_writes_models_report_and_figure(cli, pair: tuple[Path, Path]) -> None:
-    res = cli("noise", "fit", *pair, "-o", "nm.safetensors", "--model", "all", "--iterations", "30", "--joint-norm",
+    res = cli("noise", "fit", *pair, "-o", "nm.safetensors", "--model", "all", "--iterations", "30", "--joint-norm", "--renormalize",
               "--register")
     assert res.exit_code == 0, res.output
     for kind in ("flow", "gaussian", "poisson"):

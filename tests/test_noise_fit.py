@@ -147,3 +147,15 @@ def test_cpu_thread_setting_is_restored_after_fitting(rng: np.random.Generator) 
     fit_noise_model(FlowNoiseModel(), clean, clean + 0.05 * torch.randn(2, 16, 16), held,
                     FitConfig(iterations=3, eval_every=1, cpu_threads=1))
     assert torch.get_num_threads() == 2
+
+
+def test_stacks_already_normalized_by_their_sidecars_are_used_as_is(rng: np.random.Generator) -> None:
+    clean = smooth_images(2, 16, 16, rng)
+    noisy = np.clip(clean + rng.normal(0, 0.05, clean.shape), 0, 1).astype(np.float32)
+    rec = {"method": "robust_minmax", "range01": True}
+    pairs = prepare_pairs(clean, noisy, records=(rec, rec))
+    assert pairs.record["normalization"]["mode"] == "sidecar"
+    assert np.array_equal(pairs.clean, clean) and np.array_equal(pairs.noisy, noisy)
+    # one stack without a record: both are normalized by the robust min–max (independent by default)
+    pairs = prepare_pairs(clean, noisy, records=(rec, None))
+    assert pairs.record["normalization"]["mode"] == "independent"

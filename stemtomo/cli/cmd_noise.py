@@ -66,6 +66,7 @@ def fit(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file MODEL.safetensors.")],
     model: Annotated[ModelChoice, typer.Option("--model", help="Noise model; 'all' fits the three and compares.")] = ModelChoice.flow,
     joint_norm: Annotated[bool, typer.Option("--joint-norm/--independent-norm", help="One robust min–max for both stacks, or one each (the paper's default).")] = False,
+    renormalize: Annotated[bool, typer.Option("--renormalize", help="Normalize even when both sidecars say the stacks already are (e.g. simulate output).")] = False,
     register: Annotated[bool, typer.Option("--register", help="Sub-pixel phase-correlation registration of each pair (clean shifted onto noisy).")] = False,
     heldout: Annotated[float, typer.Option("--heldout", help="Held-out fraction: whole images (≥ 5 images) or bottom rows.")] = 0.1,
     iterations: Annotated[int, typer.Option("--iterations", help="Maximum flow optimizer steps.")] = _F.iterations,
@@ -110,7 +111,7 @@ def fit(
     dev = resolve_device(device)
     configs = {"flow": {"n_uncond": n_uncond, "n_cond": n_cond, "hidden": hidden, "zero_mean": zero_mean},
                "gaussian": {"heteroscedastic": heteroscedastic}}
-    opts = options_dict(model=model.value, joint_norm=joint_norm, register=register, heldout=heldout, fit=_plain(cfg),
+    opts = options_dict(model=model.value, joint_norm=joint_norm, renormalize=renormalize, register=register, heldout=heldout, fit=_plain(cfg),
                         model_configs=configs, bins=bins, bands=bands, device=str(dev), seed=seed)
     _run_fit(clean, noisy, kinds, configs, cfg, dev, opts, (model_paths, report_path, png_path), overwrite)
 
@@ -146,7 +147,8 @@ def _run_fit(clean_path: Path, noisy_path: Path, kinds: tuple[str, ...], configs
 
     model_paths, report_path, png_path = outputs
     c_img, n_img = read_stack(clean_path), read_stack(noisy_path)
-    pairs = prepare_pairs(c_img.data, n_img.data, joint_normalization=bool(opts["joint_norm"]),
+    records = None if opts["renormalize"] else (c_img.meta.normalization, n_img.meta.normalization)
+    pairs = prepare_pairs(c_img.data, n_img.data, joint_normalization=bool(opts["joint_norm"]), records=records,
                           register=bool(opts["register"]), heldout_fraction=float(opts["heldout"]), seed=cfg.seed,
                           names=(str(clean_path), str(noisy_path)))
     total = sum(cfg.iterations if k == "flow" else 1 for k in kinds)

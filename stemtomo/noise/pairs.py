@@ -3,7 +3,8 @@
 The residual ``noisy - clean`` of two normalized images of the same area is the noise sample the models are
 fitted to, so the pair must show the same area on the same intensity scale:
 
-- normalization (DESIGN.md): :func:`stemtomo.core.imaging.robust_normalize`, either one min–max for both
+- normalization (DESIGN.md): stacks whose sidecars say they are already normalized are used as is;
+  otherwise :func:`stemtomo.core.imaging.robust_normalize`, either one min–max for both
   stacks (``joint``; right when the exposures are already on one scale) or one per stack (``independent``;
   the paper's default, right when the two exposures differ in dose or gain);
 - optional sub-pixel registration by phase correlation: the CLEAN image is shifted onto the noisy one
@@ -67,10 +68,29 @@ def check_pair(clean: np.ndarray, noisy: np.ndarray, names: tuple[str, str] = ("
             )
 
 
-def normalize_pair(clean: np.ndarray, noisy: np.ndarray, joint: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Robust min–max normalization to [0, 1]: one transform for both stacks (``joint``) or one each."""
-    from stemtomo.core.imaging import robust_normalize
+def normalize_pair(
+    clean: np.ndarray,
+    noisy: np.ndarray,
+    joint: bool,
+    records: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Intensities in [0, 1] for both stacks.
 
+    When ``records`` (the sidecars' ``normalization``) say BOTH stacks are already normalized or calibrated
+    (e.g. ``stemtomo simulate`` output), they are used as is (clipped to [0, 1]): the same intensities the
+    reconstruction sees (:func:`stemtomo.core.imaging.normalized_intensities`). Otherwise a robust min–max:
+    one transform for both stacks (``joint``) or one each.
+    """
+    from stemtomo.core.imaging import is_normalized, robust_normalize
+
+    def ready(stack: np.ndarray, rec: dict[str, Any] | None) -> bool:
+        if rec and rec.get("calibrated"):
+            return True
+        return is_normalized(rec) and float(stack.min()) >= -1e-6 and float(stack.max()) <= 1 + 1e-6
+
+    if records is not None and ready(clean, records[0]) and ready(noisy, records[1]):
+        c, s = (np.clip(a, 0.0, 1.0).astype(np.float32) for a in (clean, noisy))
+        return c, s, {"mode": "sidecar", "clean": dict(records[0] or {}), "noisy": dict(records[1] or {})}
     if joint:
         both, rec = robust_normalize(np.concatenate([clean, noisy], axis=0))
         n = clean.shape[0]
@@ -129,12 +149,15 @@ def prepare_pairs(
     noisy: np.ndarray,
     *,
     joint_normalization: bool = False,
+    records: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None,
     register: bool = False,
     heldout_fraction: float = 0.1,
     seed: int = 0,
     names: tuple[str, str] = ("CLEAN", "NOISY"),
 ) -> PairedData:
     """Check, normalize, optionally register and split paired stacks ``(n, ny, nx)`` (2D images accepted).
+
+    ``records``: the two sidecars' ``normalization`` records; see :func:`normalize_pair`.
 
     Raises
     ------
@@ -150,7 +173,7 @@ def prepare_pairs(
     if noisy.ndim == 2:
         noisy = noisy[None]
     check_pair(clean, noisy, names)
-    c, s, norm = normalize_pair(clean, noisy, joint_normalization)
+    c, s, norm = normalize_pair(clean, noisy, joint_normalization, records)
     record: dict[str, Any] = {"normalization": norm}
     if register:
         c, s, shifts = register_pair(c, s)
