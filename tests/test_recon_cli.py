@@ -96,3 +96,12 @@ def test_tilt_series_without_angles(cli, workdir: Path) -> None:
                 Metadata(kind="tilt_series"))
     r = cli("recon", "noangles.mrc", "-o", "x", *FAST)
     assert r.exit_code == 1 and "no tilt angles found" in r.output
+
+
+def test_defocus_importance_and_coarse_to_fine_options_run(cli, workdir: Path, series_file: Path) -> None:
+    r = cli("recon", series_file, "-o", "d", "--method", "l2", "--field", "grid", "--coarse-to-fine",
+            "--defocus-max-px", "2", "--defocus-rays", "2", "--importance", "4", *FAST)
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((workdir / "d" / "model.safetensors.yaml").read_text())["recon"]["config"]
+    assert cfg["defocus_max_px"] == 2.0 and cfg["render"]["n_importance"] == 4 and cfg["coarse_to_fine"] is True
+    assert cfg["field"]["kind"] == "grid" and cfg["lr"] == pytest.approx(1e-2)  # the grid field's default

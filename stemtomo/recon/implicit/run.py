@@ -190,6 +190,8 @@ def reconstruct(
     trainer = build_trainer(image, cfg, device, noise_model=noise_model, reference=reference)
     if resume is not None:
         restore_checkpoint(trainer, *resume)
+        if trainer.state.stopped == "early_stop":  # continuing on purpose: give it a fresh patience
+            trainer.state.bad_validations = 0
     out = Path(outdir) if outdir is not None else None
     base = _output_meta(image, trainer)
     ckpt = None
