@@ -2,7 +2,9 @@
 
 Usage in a command module (see ``cmd_wbp.py``)::
 
-    from stemtomo.cli._prepare import DefectThresholdOpt, NormalizeTiltsOpt, RemoveDefectsOpt, XfOpt, prepare_options
+    from stemtomo.cli._prepare import (DefectThresholdOpt, NormalizeTilts, NormalizeTiltsOpt, RemoveDefectsOpt,
+                                       XfOpt, apply_records, prepare_options)
+    from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     def cmd(..., remove_defects: RemoveDefectsOpt = False, defect_threshold: DefectThresholdOpt = None,
             normalize_tilts: NormalizeTiltsOpt = NormalizeTilts.none, xf: XfOpt = None, ...):
