@@ -107,7 +107,8 @@ def recon(
         def callback(row: dict[str, Any]) -> None:
             score = next((f"{k}={v:.4g}" for k, v in row.items() if k.startswith("val_")), "")
             psnr = f" psnr3d={row['psnr3d']:.2f}" if "psnr3d" in row else ""
-            advance(1, status=f"loss={row['loss']:.4g} {score}{psnr}")
+            rate = row["iteration"] * cfg.rays_per_batch / max(float(row["time_s"]), 1e-9)
+            advance(1, status=f"loss={row['loss']:.4g} {score}{psnr} {rate:,.0f} rays/s")
 
         result = R.reconstruct(image, cfg, dev, output, noise_model=nm, reference=ref, resume=resume_state,
                                provenance=prov, callback=callback, should_stop=stop)
