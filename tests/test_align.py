@@ -167,3 +167,19 @@ def test_align_cli_bad_input(workdir: Path, cli, args: list[str], match: str) ->
     assert res.exit_code == 1
     assert match in res.output
     assert not Path("out.mrc").exists() and not Path("out.xf").exists()
+
+
+def test_eval_holdout_scores_alignment(workdir: Path, cli) -> None:
+    """`eval --holdout`: a misaligned series scores worse than the same series aligned."""
+    import json
+
+    res = cli("simulate", "-o", "sim", "--size", "48", "--thickness-px", "16", "--tilts", "-60:60:4",
+              "--shift-sigma-px", "4", "--seed", "3", "-q")
+    assert res.exit_code == 0, res.output
+    assert cli("align", "sim/clean.mrc", "-o", "ali.mrc", "--tilt-axis-angle", "0", "-q").exit_code == 0
+    scores = {}
+    for name in ("sim/clean.mrc", "ali.mrc"):
+        res = cli("eval", "--holdout", name, "--json", "-q")
+        assert res.exit_code == 0, res.output
+        scores[name] = json.loads(res.stdout)["holdout_error"]
+    assert scores["ali.mrc"] < 0.8 * scores["sim/clean.mrc"], scores

@@ -36,7 +36,8 @@ def line_integral_stack(
     return linearize(torch.as_tensor(intensities), contrast, kappa).numpy()
 
 
-def _score(lines: torch.Tensor, angles: np.ndarray, max_px: int = 256) -> float:
+def holdout_score(lines: torch.Tensor, angles: np.ndarray, max_px: int = 256) -> float:
+    """Held-out reprojection error of aligned line integrals, binned to at most ``max_px`` pixels for speed."""
     factor = max(1, int(np.ceil(max(lines.shape[-2:]) / max_px)))
     return holdout_reprojection_error(bin_images(lines, factor), angles)
 
@@ -63,7 +64,7 @@ def align_tilt_series(
     lines = torch.as_tensor(line_integral_stack(stack, contrast, kappa, normalization), device=device)
     if progress:
         progress("score before")
-    before = _score(raw_to_aligned(lines, prior_axis_deg), tilt_angles_deg)
+    before = holdout_score(raw_to_aligned(lines, prior_axis_deg), tilt_angles_deg)
     result = coarse_align(lines, tilt_angles_deg, config, device=device, progress=progress)
     xf = xf_from_alignment(result.tilt_axis_angle_deg, result.shifts_xy)
     out_shape = aligned_shape(stack.shape, result.tilt_axis_angle_deg)
@@ -71,8 +72,8 @@ def align_tilt_series(
     aligned = apply_xf(raw, xf, out_shape)
     if progress:
         progress("score after")
-    after = _score(apply_xf(lines, xf, out_shape), tilt_angles_deg)
+    after = holdout_score(apply_xf(lines, xf, out_shape), tilt_angles_deg)
     return AlignResult(aligned.cpu().numpy(), result, xf, before, after)
 
 
-__all__ = ["AlignResult", "align_tilt_series", "line_integral_stack"]
+__all__ = ["AlignResult", "align_tilt_series", "holdout_score", "line_integral_stack"]

@@ -63,6 +63,7 @@ def eval_command(
     kappa: Annotated[float, typer.Option("--kappa", help="Attenuation κ of the 2D protocol's image model.")] = _PROJ.kappa,
     contrast: Annotated[ContrastOpt, typer.Option("--contrast", help="Image model of the 2D protocol: bf exp(-κP), df 1 - exp(-κP).")] = ContrastOpt.bf,
     fsc: Annotated[tuple[Path, Path] | None, typer.Option("--fsc", help="Two half maps HALF1 HALF2: Fourier shell correlation, resolution at 0.143 and 0.5 (no ground truth needed).", show_default=False)] = None,
+    holdout: Annotated[Path | None, typer.Option("--holdout", help="Tilt series (aligned, or with its tilt-axis angle in the sidecar): held-out reprojection error — odd tilts predicted from a WBP of the even tilts, normalized RMS, lower is better; an alignment score without ground truth.", show_default=False)] = None,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Voxel size in Å for --fsc. Default: sidecar/header of HALF1; without one, resolutions are in pixels.", show_default=False)] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
@@ -80,8 +81,8 @@ def eval_command(
 
     if volume is None and reference is not None:
         raise ParameterError("--reference given without VOLUME: pass the volume to score first")
-    if volume is None and fsc is None:
-        raise ParameterError("nothing to evaluate: give VOLUME --reference REF, or --fsc HALF1 HALF2")
+    if volume is None and fsc is None and holdout is None:
+        raise ParameterError("nothing to evaluate: give VOLUME --reference REF, --fsc HALF1 HALF2 or --holdout TILTSERIES")
     if volume is not None and reference is None:
         raise ParameterError(f"missing reference for {volume}: pass --reference REF (or --fsc HALF1 HALF2 without ground truth)")
     if not data_range > 0:
@@ -102,10 +103,11 @@ def eval_command(
     opts = options_dict(reference=reference, kind=kind.value, data_range=data_range, align=align, max_shift=max_shift,
                         mask=mask, slab_only=slab_only, thickness_px=thickness_px, projections=projections,
                         seed=seed, kappa=kappa, contrast=contrast.value, fsc=list(fsc) if fsc else None,
-                        pixel_size=pixel_size, device=device)
+                        holdout=holdout, pixel_size=pixel_size, device=device)
     dev = resolve_device(device)
     _run(volume, reference, fsc, config, dev, opts, output=output, figure=figure, as_json=as_json, kind=kind,
-         mask=mask, slab_only=slab_only, thickness_px=thickness_px, pixel_size=pixel_size, overwrite=overwrite)
+         mask=mask, slab_only=slab_only, thickness_px=thickness_px, pixel_size=pixel_size, overwrite=overwrite,
+         holdout=holdout)
 
 
 def resolve_input(path: Path) -> Path:
@@ -122,7 +124,7 @@ def resolve_input(path: Path) -> Path:
 def _run(volume: Path | None, reference: Path | None, fsc: tuple[Path, Path] | None, config: EvalConfig, dev: Any,
          opts: dict[str, Any], *, output: Path | None, figure: Path | None, as_json: bool, kind: Kind,
          mask: Path | None, slab_only: bool, thickness_px: float | None, pixel_size: float | None,
-         overwrite: bool) -> None:
+         overwrite: bool, holdout: Path | None = None) -> None:
     from stemtomo.eval.report import build_report, to_json, to_yaml
     from stemtomo.io import make_provenance, write_text_atomic
 
@@ -143,6 +145,10 @@ def _run(volume: Path | None, reference: Path | None, fsc: tuple[Path, Path] | N
         fsc_result = _fsc(fsc, pixel_size, dev, notes)
         inputs += list(fsc)
         mode = "fsc" if mode == "fsc" else f"{mode}+fsc"
+    if holdout is not None:
+        results = dict(results or {}) | _holdout(holdout, dev, notes)
+        inputs.append(holdout)
+        mode = "holdout" if mode == "fsc" and fsc is None else f"{mode}+holdout"
     fsc_dict: dict[str, Any] | None = None
     if fsc_result is not None:
         assert fsc is not None
@@ -165,6 +171,23 @@ def _run(volume: Path | None, reference: Path | None, fsc: tuple[Path, Path] | N
         _print_table(report)
     written = ", ".join(str(p) for p in (output, figure) if p is not None)
     info(f"eval ({mode}) done" + (f": wrote {written}" if written else ""))
+
+
+def _holdout(path: Path, dev: Any, notes: list[str]) -> dict[str, Any]:
+    """Held-out reprojection error of a tilt series (line integrals, aligned frame from its sidecar's tilt axis)."""
+    import torch
+
+    from stemtomo.align.pipeline import holdout_score, line_integral_stack
+    from stemtomo.core.geometry import raw_to_aligned
+    from stemtomo.core.imaging import DEFAULT_KAPPA
+    from stemtomo.io import read_stack
+
+    image = read_stack(path, require_angles=True)
+    meta = image.meta
+    lines = line_integral_stack(image.data, meta.contrast or "bf", meta.kappa or DEFAULT_KAPPA, meta.normalization)
+    aligned = raw_to_aligned(torch.as_tensor(lines, device=dev), meta.tilt_axis_angle_deg)
+    notes.append("holdout: odd tilts (in angle order) predicted from a WBP of the even tilts; normalized RMS")
+    return {"holdout_error": holdout_score(aligned, image.tilt_angles_deg), "holdout_series": str(path)}
 
 
 def _read_pair(volume: Path, reference: Path, kind: Kind) -> tuple[Any, Any, bool]:
@@ -278,7 +301,8 @@ def _print_table(report: dict[str, Any]) -> None:
 
     if STATE.quiet:
         return
-    title = f"{report.get('volume')} vs {report.get('reference')}" if report.get("volume") else "FSC"
+    title = (f"{report.get('volume')} vs {report.get('reference')}" if report.get("volume")
+             else "held-out reprojection" if report.get("mode") == "holdout" else "FSC")
     table = Table(title=title, title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")

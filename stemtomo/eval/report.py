@@ -30,6 +30,7 @@ METRIC_KEYS = (
     "dssim_2d",
     "fsc_0143_angstrom",
     "fsc_05_angstrom",
+    "holdout_error",
 )
 """The flat keys a report may carry (plus ``psnr_2d_std``, ``mse_2d_std``, ``dssim_2d_std``, ``fsc_*_px``)."""
 
