@@ -72,12 +72,11 @@ def test_export_bin_crop_dtype_and_layout(cli, workdir: Path, run_dir: Path) -> 
     u16 = tifffile.imread("u.tif")
     assert u16.dtype == np.uint16 and np.array_equal(u16, np.rint(np.clip(ref, 0, 1) * 65535).astype(np.uint16))
     assert yaml.safe_load(Path("u.tif.yaml").read_text())["scaling"]["scale"] == 65535.0
-    # uint8 MRC (mode 0, unsigned bytes as IMOD reads them), cropped
+    # 8-bit MRC: mode 0 is signed int8 (MRC2014), so round(ρ·127), cropped (tests/test_export_dtype.py: reading back)
     assert cli("export", run_dir, "-o", "c.mrc", "--dtype", "uint8", "--crop", "2:8,:,4:20").exit_code == 0
     with mrcfile.open("c.mrc") as mrc:
-        assert mrc.header.mode == 0
-        c8 = mrc.data.view(np.uint8)
-        assert np.array_equal(c8, np.rint(np.clip(ref[2:8, :, 4:20], 0, 1) * 255).astype(np.uint8))
+        assert mrc.header.mode == 0 and mrc.data.dtype == np.int8
+        assert np.array_equal(mrc.data, np.rint(np.clip(ref[2:8, :, 4:20], 0, 1) * 127).astype(np.int8))
     # xzy layout (CONVENTIONS §6): xzy[y, T-1-z, x] = xyz[z, y, x]
     assert cli("export", run_dir, "-o", "x.mrc", "--layout", "xzy").exit_code == 0
     xzy = mrcfile.read("x.mrc")

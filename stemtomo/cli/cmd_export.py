@@ -26,10 +26,10 @@ from stemtomo.cli._common import (
 def export(
     source: Annotated[Path, typer.Argument(help="A recon OUTDIR, model.safetensors / checkpoint, or a volume (MRC/TIFF).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output volume (.mrc/.rec/.tif) or, with --project, tilt series.")],
-    shape: Annotated[str | None, typer.Option("--shape", help="Output shape nz,ny,nx (or one number), same box.")] = None,
+    shape: Annotated[str | None, typer.Option("--shape", help="Output shape nz,ny,nx (or one number): ny×nx resample the same in-plane box; voxels stay cubic, so nz sets the depth around the slab centre (e.g. full depth; zeros outside the slab).")] = None,
     bin_factor: Annotated[int, typer.Option("--bin", help="Bin by this factor (model: sample at binned centres; volume: block mean).")] = 1,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Output voxel size in Å (model only).")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="float32 | uint16 (ρ·65535) | uint8 (ρ·255); scaling in the sidecar.")] = "float32",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 | uint16 (ρ·65535) | uint8: 8-bit, stored as the format's standard says — TIFF uint8 (ρ·255), MRC mode 0 = signed int8 (ρ·127, MRC2014). Scaling in the sidecar.")] = "float32",
     crop: Annotated[str | None, typer.Option("--crop", help="Keep z0:z1,y0:y1,x0:x1 of the output grid.")] = None,
     layout: Annotated[str, typer.Option("--layout", help="xyz (stemtomo/IMOD trimvol -rx) | xzy (IMOD tilt raw order).")] = "xyz",
     slices: Annotated[Path | None, typer.Option("--slices", help="Also write a PNG montage of the central orthoslices.")] = None,
@@ -49,8 +49,7 @@ def export(
     from stemtomo.io import check_output, make_provenance
     from stemtomo.recon import export as E
 
-    if dtype not in E.DTYPES:
-        raise ParameterError(f"--dtype {dtype!r}: use float32, uint16 or uint8")
+    stored = E.storage_dtype(dtype, output)
     if layout not in E.LAYOUTS:
         raise ParameterError(f"--layout {layout!r}: use xyz or xzy")
     if chunk_z < 1:
@@ -63,7 +62,7 @@ def export(
     if not is_model:
         if project or pixel_size is not None:
             raise ParameterError("--project and --pixel-size need a trained model, not a volume")
-        _convert(source, output, bin_factor, shape, crop, dtype, layout, slices, overwrite, prov)
+        _convert(source, output, bin_factor, shape, crop, stored, layout, slices, overwrite, prov)
         return
     dev = resolve_device(device)
     field, meta, rinfo = E.load_field(source, dev)
@@ -74,18 +73,20 @@ def export(
     out_shape, scale = E.plan(field.volume_shape, shape=parse_shape(shape, "--shape") if shape else None,
                               bin_factor=bin_factor, pixel_size_angstrom=pixel_size,
                               source_pixel_angstrom=meta.pixel_size_angstrom)
-    spec = E.ExportSpec(shape=out_shape, scale=scale, crop=E.parse_crop(crop, out_shape), dtype=dtype, layout=layout)
+    half = E.slab_half_thickness(field, meta, rinfo)
+    spec = E.ExportSpec(shape=out_shape, scale=scale, crop=E.parse_crop(crop, out_shape), dtype=stored,
+                        layout=layout, slab_half_px=half)
     src_px = meta.pixel_size_angstrom
-    vmeta = meta.copy(kind="volume", tilt_angles_deg=None,
+    vmeta = meta.copy(kind="volume", tilt_angles_deg=None, thickness_px=2.0 * half / scale[0],
                       pixel_size_angstrom=src_px * scale[2] if src_px else None)
     vmeta.extra.pop("recon", None)
-    vmeta.extra["scaling"] = E.scaling_record(dtype)
+    vmeta.extra["scaling"] = E.scaling_record(stored)
     vmeta.extra["layout"] = layout
     with progress("export", total=spec.crop[0].stop - spec.crop[0].start if spec.crop else out_shape[0]) as advance:
         E.write_volume_chunks(output, spec, E.field_blocks(field, spec), vmeta, chunk_z=chunk_z, progress=advance)
     if slices is not None:
         _montage(output, slices, layout)
-    info(f"export: {source} → {output} {out_shape} {dtype} {layout}")
+    info(f"export: {source} → {output} {out_shape} {stored} {layout}")
 
 
 def _project(field: Any, meta: Any, output: Path, tilts: str, overwrite: bool) -> None:
@@ -127,6 +128,8 @@ def _convert(source: Path, output: Path, bin_factor: int, shape: str | None, cro
     meta = img.meta.copy(kind="volume", provenance=[*img.meta.provenance, prov])
     if meta.pixel_size_angstrom:
         meta.pixel_size_angstrom *= bin_factor
+    if meta.thickness_px:
+        meta.thickness_px /= bin_factor
     meta.extra["scaling"] = E.scaling_record(dtype, *((0.0, 1.0) if in_unit or dtype == "float32" else (lo, hi)))
     meta.extra["layout"] = layout
     E.write_volume_chunks(output, spec, lambda z0, z1: np.asarray(cropped[z0:z1]), meta)

@@ -11,12 +11,21 @@
 
 Layouts (CONVENTIONS.md §6): ``xyz`` is stemtomo's ``(nz, ny, nx)`` (IMOD after ``trimvol -rx``);
 ``xzy`` is IMOD ``tilt``'s raw output order, ``xzy[y, T-1-z, x] = xyz[z, y, x]`` (shape ``(ny, nz, nx)``).
-Integer dtypes store ``round(ρ·scale)``, with the scale recorded in the sidecar (``extra.scaling``).
+Integer dtypes store ``round(ρ·scale)``, with the scale recorded in the sidecar (``extra.scaling``). 8-bit
+output is standard-conforming per format: MRC mode 0 is *signed* int8 in MRC2014 (CONVENTIONS §2.3/§6), so
+MRC files get ``int8 = round(ρ·127)`` (values 0…127, which IMOD, mrcfile and :func:`stemtomo.io.read_volume`
+read alike whichever signedness they assume; IMOD stamp with the signed-bytes flag set), TIFF files get
+``uint8 = round(ρ·255)`` (:func:`storage_dtype`).
+
+Model export zeroes everything outside the training slab ``|z| ≤ thickness/2`` (DESIGN.md "Specimen"): the
+field was never constrained there. Planes outside are not even sampled, so a full-depth export of a thin slab
+costs what the slab costs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,8 +41,14 @@ from stemtomo.io.safety import AtomicOutputs
 from stemtomo.io.sidecar import dump_sidecar, sidecar_path
 
 DTYPES = {"float32": np.float32, "uint16": np.uint16, "uint8": np.uint8}
-_INT_MAX = {"uint16": 65535.0, "uint8": 255.0}
+"""``--dtype`` choices (what the user asks for; see :func:`storage_dtype` for what is stored)."""
+ENCODINGS = {**DTYPES, "int8": np.int8}
+"""Stored encodings: the ``--dtype`` choices plus ``int8`` (8-bit MRC)."""
+_INT_MAX = {"uint16": 65535.0, "uint8": 255.0, "int8": 127.0}
 LAYOUTS = ("xyz", "xzy")
+_MRC_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".ali")
+_IMOD_STAMP = 1146047817
+_IMOD_SIGNED_BYTES, _IMOD_MRC2014_ORIGIN = 1, 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +62,32 @@ class ExportSpec:
     crop: tuple[slice, slice, slice] | None = None
     """Sub-block of the output grid to keep."""
     dtype: str = "float32"
-    """``float32``, ``uint16`` (ρ·65535) or ``uint8`` (ρ·255)."""
+    """Stored encoding: ``float32``, ``uint16`` (ρ·65535), ``uint8`` (ρ·255, TIFF) or ``int8`` (ρ·127, MRC);
+    :func:`storage_dtype` maps ``--dtype`` to it."""
     layout: str = "xyz"
     """``xyz`` (stemtomo/IMOD-rotated) or ``xzy`` (IMOD tilt raw order)."""
+    slab_half_px: float | None = None
+    """Half thickness of the specimen slab in source voxels (model export): output planes whose centre lies
+    at ``|z| > slab_half_px`` are exactly 0 and not sampled. None = no slab mask (volume conversion)."""
+
+
+def storage_dtype(dtype: str, path: str | os.PathLike[str]) -> str:
+    """The encoding written for ``--dtype`` into ``path``: ``uint8`` becomes signed ``int8`` (ρ·127) in MRC.
+
+    MRC2014 defines mode 0 as signed int8 (CONVENTIONS §2.3/§6); writing unsigned bytes there makes readers
+    that follow the standard (or IMOD's header-statistics rule) see values above 127 as negative. TIFF keeps
+    ``uint8`` (ρ·255).
+
+    Raises
+    ------
+    ParameterError
+        ``dtype`` is not one of :data:`DTYPES`.
+    """
+    if dtype not in DTYPES:
+        raise ParameterError(f"--dtype {dtype!r}: use float32, uint16 or uint8")
+    if dtype == "uint8" and Path(path).suffix.lower() in _MRC_SUFFIXES:
+        return "int8"
+    return dtype
 
 
 def load_field(path: str | os.PathLike[str], device: torch.device) -> tuple[Field, Metadata, dict[str, Any]]:
@@ -107,7 +145,18 @@ def plan(
     source_shape: Sequence[int], *, shape: Sequence[int] | None = None, bin_factor: int = 1,
     pixel_size_angstrom: float | None = None, source_pixel_angstrom: float | None = None,
 ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """Output shape and per-axis scale (output voxel / source voxel) from ``--shape``/``--bin``/pixel size."""
+    """Output shape and per-axis scale (output voxel / source voxel) from ``--shape``/``--bin``/pixel size.
+
+    ``--shape nz,ny,nx`` resamples the in-plane box onto ``ny × nx`` voxels; the z voxel size equals the x
+    voxel size (cubic voxels, as the single recorded pixel size says), so ``nz`` chooses the depth of the
+    output around the slab centre: a full-depth ``--shape 64`` of a 32-px slab of 64² images holds the
+    slab in its 32 central planes and zeros elsewhere. ``--bin``/``--pixel-size`` scale all axes alike.
+
+    Raises
+    ------
+    ParameterError
+        More than one of the three given, ``--bin`` < 1, or ``--pixel-size`` without a source pixel size.
+    """
     src = tuple(int(n) for n in source_shape)
     given = sum(x is not None for x in (shape, pixel_size_angstrom)) + (bin_factor != 1)
     if given > 1:
@@ -116,7 +165,8 @@ def plan(
         raise ParameterError(f"--bin {bin_factor}: must be ≥ 1")
     if shape is not None:
         out = tuple(int(n) for n in shape)
-        return (out[0], out[1], out[2]), (src[0] / out[0], src[1] / out[1], src[2] / out[2])
+        sx = src[2] / out[2]
+        return (out[0], out[1], out[2]), (sx, src[1] / out[1], sx)
     if pixel_size_angstrom is not None:
         if not source_pixel_angstrom:
             raise ParameterError("--pixel-size: the source pixel size is unknown; use --shape or --bin")
@@ -129,13 +179,14 @@ def plan(
 
 def _encode(block: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float32":
-        return block.astype(np.float32)
+        return block.astype(np.float32, copy=False)
     top = _INT_MAX[dtype]
-    return np.rint(np.clip(block, 0.0, 1.0) * top).astype(DTYPES[dtype])
+    return np.rint(np.clip(block, 0.0, 1.0) * top).astype(ENCODINGS[dtype])
 
 
 def scaling_record(dtype: str, lo: float = 0.0, hi: float = 1.0) -> dict[str, Any]:
-    """How stored values map back to density: ``ρ = lo + value / scale · (hi - lo)``."""
+    """How stored values map back to density: ``ρ = lo + value / scale · (hi - lo)``; ``dtype`` is the stored
+    encoding (:func:`storage_dtype`)."""
     scale = _INT_MAX.get(dtype, 1.0)
     return {"dtype": dtype, "scale": scale, "lo": lo, "hi": hi, "meaning": "rho = lo + value / scale * (hi - lo)"}
 
@@ -145,9 +196,19 @@ def write_volume_chunks(
     chunk_z: int = 8, progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write a volume assembled from z-blocks ``blocks(z0, z1) -> (z1-z0, ny, nx)`` (values in output
-    units, cropped grid) into a memory-mapped MRC/TIFF, temporary file renamed with its sidecar."""
-    if spec.dtype not in DTYPES:
+    units, cropped grid) into a memory-mapped MRC/TIFF, temporary file renamed with its sidecar.
+
+    Raises
+    ------
+    ParameterError
+        Unknown encoding or layout, or an encoding the output format cannot store (int8 TIFF, uint8 MRC).
+    InputError
+        Unknown output suffix.
+    """
+    if spec.dtype not in ENCODINGS:
         raise ParameterError(f"--dtype {spec.dtype!r}: use float32, uint16 or uint8")
+    if spec.dtype in ("int8", "uint8") and storage_dtype("uint8", path) != spec.dtype:
+        raise ParameterError(f"{path.name}: {spec.dtype} cannot be stored in {path.suffix} (MRC: int8, TIFF: uint8)")
     if spec.layout not in LAYOUTS:
         raise ParameterError(f"--layout {spec.layout!r}: use xyz or xzy")
     nz, ny, nx = spec.shape
@@ -157,7 +218,7 @@ def write_volume_chunks(
     suffix = path.suffix.lower()
     with AtomicOutputs() as out:
         tmp = out.temp(path)
-        arr, closer = _open_mmap(tmp, suffix, out_shape, DTYPES[spec.dtype], meta.pixel_size_angstrom)
+        arr, closer = _open_mmap(tmp, suffix, out_shape, ENCODINGS[spec.dtype], meta.pixel_size_angstrom)
         try:
             for z0 in range(0, nz, chunk_z):
                 z1 = min(nz, z0 + chunk_z)
@@ -183,34 +244,67 @@ def _open_mmap(tmp: Path, suffix: str, shape: tuple[int, int, int], dtype: Any,
         arr = tifffile.memmap(str(tmp), shape=shape, dtype=dtype, imagej=True,
                               resolution=(1 / pixel, 1 / pixel) if pixel else None)
         return arr, arr.flush
-    if suffix not in (".mrc", ".rec", ".map"):
+    if suffix not in _MRC_SUFFIXES:
         raise InputError(f"{tmp.name}: unknown output type {suffix!r}; use .mrc/.rec/.map or .tif")
     import mrcfile
 
-    # uint8 goes to mode 0, whose bytes IMOD reads as unsigned (mrcfile shows them as int8)
-    mode = {np.float32: 2, np.uint16: 6, np.uint8: 0}[dtype]
+    mode = {np.float32: 2, np.uint16: 6, np.int8: 0}[dtype]
     mrc = mrcfile.new_mmap(str(tmp), shape=shape, mrc_mode=mode, overwrite=True)
     mrc.set_volume()
     if pixel:
         mrc.voxel_size = float(pixel)
+    if mode == 0:  # CONVENTIONS §6: IMOD stamp, flags 4 (MRC2014 origin) + 1 (signed bytes)
+        words = np.array([_IMOD_STAMP, _IMOD_MRC2014_ORIGIN | _IMOD_SIGNED_BYTES], dtype=mrc.header.nversion.dtype)
+        mrc.header.extra2 = bytes(40) + words.tobytes() + bytes(36)  # bytes 152..160 of the header
 
     def close() -> None:
         mrc.update_header_stats()
         mrc.close()
 
-    return (mrc.data.view(np.uint8) if dtype is np.uint8 else mrc.data), close
+    return mrc.data, close
+
+
+def slab_planes(spec: ExportSpec) -> tuple[int, int]:
+    """Planes ``[k0, k1)`` of the full output grid (before cropping) whose centres lie inside the slab.
+
+    Plane ``k`` sits at ``z = (k - (nz-1)/2) · scale_z`` source voxels; it is inside when ``|z| ≤ slab_half_px``
+    (up to 1e-6 voxel). Without a slab every plane is inside.
+    """
+    nz = spec.shape[0]
+    if spec.slab_half_px is None:
+        return 0, nz
+    centre, reach = (nz - 1) / 2.0, spec.slab_half_px / spec.scale[0]
+    k0 = max(0, math.ceil(centre - reach - 1e-6))
+    k1 = min(nz, math.floor(centre + reach + 1e-6) + 1)
+    return k0, max(k0, k1)
 
 
 def field_blocks(field: Field, spec: ExportSpec) -> Callable[[int, int], np.ndarray]:
-    """z-block sampler of ``field`` on the output grid of ``spec`` (crop applied)."""
+    """z-block sampler of ``field`` on the output grid of ``spec`` (crop applied); planes outside the slab
+    (:func:`slab_planes`) are exactly 0 and never evaluated."""
     crop = spec.crop or (slice(0, spec.shape[0]), slice(0, spec.shape[1]), slice(0, spec.shape[2]))
+    k0, k1 = slab_planes(spec)
+    ny, nx = (s.stop - s.start for s in crop[1:])
 
     def blocks(z0: int, z1: int) -> np.ndarray:
-        zs = (crop[0].start + z0, crop[0].start + z1)
-        vol = sample_volume(field, spec.shape, scale=spec.scale, z_range=zs)
-        return vol[:, crop[1], crop[2]].cpu().numpy()
+        out = np.zeros((z1 - z0, ny, nx), dtype=np.float32)
+        a, b = max(crop[0].start + z0, k0), min(crop[0].start + z1, k1)
+        if a < b:
+            vol = sample_volume(field, spec.shape, scale=spec.scale, z_range=(a, b))
+            out[a - crop[0].start - z0 : b - crop[0].start - z0] = vol[:, crop[1], crop[2]].cpu().numpy()
+        return out
 
     return blocks
+
+
+def slab_half_thickness(field: Field, meta: Metadata, info: dict[str, Any]) -> float:
+    """Half slab thickness (source voxels) a recon model was trained in: the sidecar's ``half_thickness_px``,
+    else ``thickness_px / 2``, else half the field's depth."""
+    if info.get("half_thickness_px") is not None:
+        return float(info["half_thickness_px"])
+    if meta.thickness_px:
+        return float(meta.thickness_px) / 2.0
+    return field.volume_shape[0] / 2.0
 
 
 def bin_volume(volume: np.ndarray, factor: int) -> np.ndarray:
@@ -248,8 +342,7 @@ def parse_tilts(text: str) -> list[float]:
 
 
 def open_volume_mmap(path: Path) -> tuple[np.ndarray, Callable[[], None]]:
-    """Read-only memory map of an MRC/TIFF volume written by :func:`write_volume_chunks` (mode-0 MRC bytes
-    as unsigned), and its closer."""
+    """Read-only memory map of an MRC/TIFF volume written by :func:`write_volume_chunks`, and its closer."""
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
@@ -258,8 +351,7 @@ def open_volume_mmap(path: Path) -> tuple[np.ndarray, Callable[[], None]]:
     import mrcfile
 
     mrc = mrcfile.mmap(str(path), mode="r", permissive=True)
-    data = mrc.data.view(np.uint8) if mrc.data.dtype == np.int8 else mrc.data
-    return data, mrc.close
+    return mrc.data, mrc.close
 
 
 def orthoslice_montage(path: Path, volume: np.ndarray) -> None:
@@ -289,6 +381,7 @@ def orthoslice_montage(path: Path, volume: np.ndarray) -> None:
 
 __all__ = [
     "DTYPES",
+    "ENCODINGS",
     "LAYOUTS",
     "ExportSpec",
     "bin_volume",
@@ -301,5 +394,8 @@ __all__ = [
     "plan",
     "reproject",
     "scaling_record",
+    "slab_half_thickness",
+    "slab_planes",
+    "storage_dtype",
     "write_volume_chunks",
 ]
