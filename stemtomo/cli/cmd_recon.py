@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,13 +22,28 @@ from stemtomo.cli._common import (
     resolve_device,
     setup,
 )
-from stemtomo.core.fields import FieldConfig
-from stemtomo.core.render import RenderConfig
-from stemtomo.recon.implicit.config import ReconConfig
+from stemtomo.cli._prepare import (
+    DefectThresholdOpt,
+    NormalizeTilts,
+    NormalizeTiltsOpt,
+    RemoveDefectsOpt,
+    XfOpt,
+    prepare_option_values,
+    prepare_options,
+)
 
-_D = ReconConfig()
-_F = FieldConfig()
-_R = RenderConfig()
+if TYPE_CHECKING:
+    from stemtomo.recon.implicit.config import ReconConfig
+
+DEFAULTS: dict[str, Any] = {
+    "iterations": 2000, "rays_per_batch": 1024, "lr": 3e-2, "optimizer": "adam", "tv": 0.005, "flow_lr": 1e-3,
+    "flow_optimizer": "adam", "warmup": 50, "val_every_kth_tilt": 7, "val_interval": 50, "patience": 10,
+    "checkpoint_interval": 200, "defocus_rays": 1,
+    "field.grid_levels": 4, "field.mlp_width": 256, "render.n_samples": 32, "render.n_importance": 0,
+}
+"""Option defaults, literally: the config dataclasses (ReconConfig, FieldConfig, RenderConfig) import torch,
+which ``stemtomo --help`` must not. ``tests/test_cli_imports.py`` checks every value against the dataclasses."""
+_D = DEFAULTS
 
 
 def recon(
@@ -39,32 +53,36 @@ def recon(
     field: Annotated[str | None, typer.Option("--field", help="voxel (explicit grid, default) | grid (multi-resolution grid + MLP) | mlp (the paper's).")] = None,
     noise_model: Annotated[Path | None, typer.Option("--noise-model", help="Fitted noise model (required for ours-sup; initializes the flow for ours).")] = None,
     angles: Annotated[Path | None, typer.Option("--angles", help="Tilt angle file (.rawtlt/.tlt), overrides the sidecar.")] = None,
-    iterations: Annotated[int | None, typer.Option("--iterations", help=f"Optimizer steps [default: {_D.iterations}].")] = None,
-    rays_per_batch: Annotated[int, typer.Option("--rays-per-batch", help="Rays per step.")] = _D.rays_per_batch,
-    samples: Annotated[int, typer.Option("--samples", help="Stratified samples per ray inside the slab.")] = _R.n_samples,
-    importance: Annotated[int, typer.Option("--importance", help="Extra importance samples per ray (0 = off).")] = _R.n_importance,
+    iterations: Annotated[int | None, typer.Option("--iterations", help=f"Optimizer steps [default: {_D['iterations']}].")] = None,
+    rays_per_batch: Annotated[int, typer.Option("--rays-per-batch", help="Rays per step.")] = _D["rays_per_batch"],
+    samples: Annotated[int, typer.Option("--samples", help="Stratified samples per ray inside the slab.")] = _D["render.n_samples"],
+    importance: Annotated[int, typer.Option("--importance", help="Extra importance samples per ray (0 = off).")] = _D["render.n_importance"],
     lr: Annotated[float | None, typer.Option("--lr", help="Field learning rate [default: voxel 3e-2, grid 1e-2, mlp 5e-4].")] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="Field optimizer: adam | sgd.")] = _D.optimizer,
-    flow_lr: Annotated[float, typer.Option("--flow-lr", help="Flow learning rate (ours).")] = _D.flow_lr,
-    flow_optimizer: Annotated[str, typer.Option("--flow-optimizer", help="Flow optimizer: adam | sgd.")] = _D.flow_optimizer,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="Field optimizer: adam | sgd.")] = _D["optimizer"],
+    flow_lr: Annotated[float, typer.Option("--flow-lr", help="Flow learning rate (ours).")] = _D["flow_lr"],
+    flow_optimizer: Annotated[str, typer.Option("--flow-optimizer", help="Flow optimizer: adam | sgd.")] = _D["flow_optimizer"],
     flow_free_mean: Annotated[bool, typer.Option("--flow-free-mean", help="Let the jointly trained flow have a free mean (the paper's form).")] = False,
-    warmup: Annotated[int, typer.Option("--warmup", help="L2 warm-up steps before the NLL (ours, ours-sup).")] = _D.warmup,
-    tv: Annotated[float | None, typer.Option("--tv", help="TV weight (rescaled by 1/(2·residual variance) under the NLL) [default: 0.005].")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="L2 warm-up steps before the NLL (ours, ours-sup).")] = _D["warmup"],
+    tv: Annotated[float | None, typer.Option("--tv", help=f"TV weight (rescaled by 1/(2·residual variance) under the NLL) [default: {_D['tv']:g}].")] = None,
     coarse_to_fine: Annotated[bool, typer.Option("--coarse-to-fine", help="Grid field: fade in finer levels.")] = False,
-    grid_levels: Annotated[int, typer.Option("--grid-levels", help="Grid field: levels.")] = _F.grid_levels,
-    mlp_width: Annotated[int, typer.Option("--mlp-width", help="MLP field: hidden width.")] = _F.mlp_width,
+    grid_levels: Annotated[int, typer.Option("--grid-levels", help="Grid field: levels.")] = _D["field.grid_levels"],
+    mlp_width: Annotated[int, typer.Option("--mlp-width", help="MLP field: hidden width.")] = _D["field.mlp_width"],
     defocus_max_px: Annotated[float, typer.Option("--defocus-max-px", help="Defocus-aware rendering: largest blur σ in pixels (0 = off).")] = 0.0,
-    defocus_rays: Annotated[int, typer.Option("--defocus-rays", help="Jittered sub-rays per pixel with --defocus-max-px.")] = _D.defocus_rays,
+    defocus_rays: Annotated[int, typer.Option("--defocus-rays", help="Jittered sub-rays per pixel with --defocus-max-px.")] = _D["defocus_rays"],
     thickness_px: Annotated[float | None, typer.Option("--thickness-px", help="Slab thickness in pixels [default: sidecar, else image width].")] = None,
     contrast: Annotated[str | None, typer.Option("--contrast", help="bf | df [default: sidecar, else bf].")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation constant κ [default: sidecar, else 7].")] = None,
-    val_every: Annotated[int, typer.Option("--val-every", help="Hold out every k-th tilt for validation (0 = off).")] = _D.val_every_kth_tilt,
-    val_interval: Annotated[int, typer.Option("--val-interval", help="Validate every N steps.")] = _D.val_interval,
-    patience: Annotated[int, typer.Option("--patience", help="Early stop after N validations without improvement (0 = never).")] = _D.patience,
-    checkpoint_interval: Annotated[int, typer.Option("--checkpoint-interval", help="Checkpoint every N steps.")] = _D.checkpoint_interval,
+    val_every: Annotated[int, typer.Option("--val-every", help="Hold out every k-th tilt for validation (0 = off).")] = _D["val_every_kth_tilt"],
+    val_interval: Annotated[int, typer.Option("--val-interval", help="Validate every N steps.")] = _D["val_interval"],
+    patience: Annotated[int, typer.Option("--patience", help="Early stop after N validations without improvement (0 = never).")] = _D["patience"],
+    checkpoint_interval: Annotated[int, typer.Option("--checkpoint-interval", help="Checkpoint every N steps.")] = _D["checkpoint_interval"],
     max_time: Annotated[float | None, typer.Option("--max-time", help="Stop after this many seconds (checkpointed).")] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Phantom volume: logs 3D PSNR to train.csv (never used for selection).")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run whose checkpoint is in this folder.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run whose checkpoint is in this folder (pass the same preparation options as the first run).")] = None,
+    remove_defects: RemoveDefectsOpt = False,
+    defect_threshold: DefectThresholdOpt = None,
+    normalize_tilts: NormalizeTiltsOpt = NormalizeTilts.none,
+    xf: XfOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
@@ -72,11 +90,20 @@ def recon(
     verbose: VerboseOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Reconstruct a clean tomogram: a density field trained through the STEM forward model (Kniesel et al. 2022)."""
+    """Reconstruct a clean tomogram: a density field trained through the STEM forward model (Kniesel et al. 2022).
+
+    Raw series: --remove-defects, --normalize-tilts and --xf prepare the images first (in that order, as
+    `stemtomo wbp` does); what they did is recorded in the provenance of every output sidecar.
+    """
     setup(quiet, verbose, debug)
-    opts = options_dict(**{k: v for k, v in locals().items() if k not in ("quiet", "verbose", "debug")})
+    skip = ("quiet", "verbose", "debug", "remove_defects", "defect_threshold", "normalize_tilts", "xf")
+    opts = options_dict(**{k: v for k, v in locals().items() if k not in skip})
+    prep = prepare_options(remove_defects, defect_threshold, normalize_tilts, xf)
+    opts.update(prepare_option_values(prep))
+    import dataclasses
+
     from stemtomo.errors import ParameterError
-    from stemtomo.io import check_output_dir, make_provenance, read_stack, read_volume
+    from stemtomo.io import check_output_dir, make_provenance, read_volume
     from stemtomo.recon.implicit import run as R
 
     resume_state = None
@@ -92,13 +119,13 @@ def recon(
         raise ParameterError(f"--iterations {iterations}: must be ≥ 1")
     same_dir = resume is not None and resume.resolve() == output.resolve()
     check_output_dir(output, R.OUTPUT_NAMES, overwrite or same_dir)
-    image = read_stack(tiltseries, angles=angles, require_angles=True)
+    dev = resolve_device(device)
+    image, preparation = _prepared_image(tiltseries, angles, prep, contrast, dev)
     cfg = _with_sidecar_physics(cfg, image.meta, contrast, kappa)
     nm = _load_noise(noise_model, cfg.method) if noise_model is not None else None
     ref = read_volume(reference).data if reference is not None else None
-    dev = resolve_device(device)
-    inputs = [p for p in (tiltseries, noise_model, angles) if p is not None]
-    prov = make_provenance("recon", {**opts, "resolved_config": cfg.to_dict()}, inputs)
+    inputs = [p for p in (tiltseries, noise_model, angles, xf) if p is not None]
+    prov = make_provenance("recon", {**opts, "resolved_config": cfg.to_dict(), "preparation": preparation}, inputs)
     stop = _StopFlag()
     with progress("recon", total=cfg.iterations) as advance, stop.installed():
         if resume_state is not None:
@@ -117,15 +144,39 @@ def recon(
          f"score {st.best_score:.5g}, {st.elapsed_s:.1f} s → {output}")
 
 
+def _prepared_image(
+    path: Path, angles: Path | None, prep: Any, contrast: str | None, device: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The tilt series read and prepared (defects, per-tilt intensities, ``.xf``) as an ``Image`` whose
+    metadata carry the preparation records, and those records' ``extra`` part (for the provenance)."""
+    from stemtomo.cli._prepare import apply_records
+    from stemtomo.errors import InputError
+    from stemtomo.io import Image, read_stack
+    from stemtomo.preprocess.pipeline import prepare_tilt_series
+
+    image = read_stack(path, angles=angles, require_angles=True)
+    if image.tilt_angles_deg.size < 2:
+        raise InputError(f"{path}: {image.tilt_angles_deg.size} projection; a reconstruction needs a tilt series "
+                         "of ≥ 2 images")
+    stack, records = prepare_tilt_series(image, prep, contrast=contrast or image.meta.contrast or "bf",
+                                         device=device)
+    meta = apply_records(image.meta, records)
+    return Image(data=stack, meta=meta, path=image.path, header=image.header, sources=image.sources), records["extra"]
+
+
 def _build_config(o: dict[str, Any]) -> ReconConfig:
+    from stemtomo.core.fields import FieldConfig
+    from stemtomo.core.render import RenderConfig
+    from stemtomo.recon.implicit.config import ReconConfig
+
     method = o["method"] or "ours"
     kind = o["field"] or "voxel"
-    tv = o["tv"] if o["tv"] is not None else _D.tv
-    lr = o["lr"] if o["lr"] is not None else {"mlp": 5e-4, "grid": 1e-2}.get(kind, _D.lr)
+    tv = o["tv"] if o["tv"] is not None else _D["tv"]
+    lr = o["lr"] if o["lr"] is not None else {"mlp": 5e-4, "grid": 1e-2}.get(kind, _D["lr"])
     return ReconConfig(
         method=method, field=FieldConfig(kind=kind, grid_levels=o["grid_levels"], mlp_width=o["mlp_width"]),
         render=RenderConfig(n_samples=o["samples"], n_importance=o["importance"]),
-        iterations=o["iterations"] if o["iterations"] is not None else _D.iterations,
+        iterations=o["iterations"] if o["iterations"] is not None else _D["iterations"],
         rays_per_batch=o["rays_per_batch"], lr=lr, optimizer=o["optimizer"], tv=tv,
         coarse_to_fine=o["coarse_to_fine"], flow_lr=o["flow_lr"], flow_optimizer=o["flow_optimizer"],
         flow_zero_mean=not o["flow_free_mean"], warmup=o["warmup"], val_every_kth_tilt=o["val_every"],
@@ -136,6 +187,8 @@ def _build_config(o: dict[str, Any]) -> ReconConfig:
 
 
 def _with_sidecar_physics(cfg: ReconConfig, meta: Any, contrast: str | None, kappa: float | None) -> ReconConfig:
+    import dataclasses
+
     from stemtomo.core.imaging import DEFAULT_KAPPA, Contrast
     from stemtomo.errors import ParameterError
 
