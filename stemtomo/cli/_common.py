@@ -56,6 +56,13 @@ def stdout_console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+class ContrastChoice(str, Enum):
+    """The ``--contrast`` choices: bright field (I = exp(-κP)) or dark field / HAADF (I = 1 - exp(-κP))."""
+
+    bf = "bf"
+    df = "df"
+
+
 # ---- common options (Annotated aliases so every command spells them the same) ---------------------------
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="Compute device: auto (GPU if present), cpu, cuda or cuda:N.")
@@ -223,6 +230,7 @@ def first_line(items: Sequence[str]) -> str:
 
 __all__ = [
     "STATE",
+    "ContrastChoice",
     "DebugOpt",
     "DeviceOpt",
     "OverwriteOpt",

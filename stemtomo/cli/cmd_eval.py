@@ -12,6 +12,9 @@ from typing import Annotated, Any
 import typer
 
 from stemtomo.cli._common import (
+    ContrastChoice as ContrastOpt,
+)
+from stemtomo.cli._common import (
     DebugOpt,
     DeviceOpt,
     OverwriteOpt,
@@ -40,9 +43,6 @@ class Kind(str, Enum):
     stack = "stack"
 
 
-class ContrastOpt(str, Enum):
-    bf = "bf"
-    df = "df"
 
 
 def eval_command(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from stemtomo.cli._common import (
+    ContrastChoice as ContrastOpt,
+)
 from stemtomo.cli._common import (
     DebugOpt,
     DeviceOpt,
@@ -31,9 +33,6 @@ _N = NoiseConfig()
 OUTPUT_NAMES = ("phantom.mrc", "clean.mrc", "angles.rawtlt", "defocus.mrc", "noisy.mrc")
 
 
-class ContrastOpt(str, Enum):
-    bf = "bf"
-    df = "df"
 
 
 def simulate(

@@ -9,6 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from stemtomo.cli._common import (
+    ContrastChoice as ContrastOpt,
+)
+from stemtomo.cli._common import (
     DebugOpt,
     DeviceOpt,
     OverwriteOpt,
@@ -37,9 +40,6 @@ class Method(str, Enum):
     sirt = "sirt"
 
 
-class ContrastOpt(str, Enum):
-    bf = "bf"
-    df = "df"
 
 
 def half_set_paths(output: Path) -> tuple[Path, Path]:
