@@ -45,7 +45,10 @@ class ReconConfig:
     optimizer: str = "adam"
     """Field optimizer: ``adam`` or ``sgd`` (momentum 0.9)."""
     tv: float = 0.005
-    """Total-variation weight (voxel and grid fields); rescaled by 1/(2·residual variance) under the NLL."""
+    """Total-variation weight (voxel and grid fields), on the MSE's scale. Under the NLL it is multiplied by
+    the mean over rays of 1/(2·residual variance at the ray's intensity), measured at the end of the warm-up
+    (``losses.nll_tv_scale``; the harmonic mean, not 1/(2·mean variance), which left Ours under-regularized
+    under signal-dependent noise: paper benchmark 48³, seeds 7/8, Ours 15.84/15.56 → 16.86/16.79 dB)."""
     coarse_to_fine: bool = False
     """Grid field: fade the finer levels in over the first half of training."""
     flow_lr: float = 1e-3

@@ -4,7 +4,9 @@ checkpoint hooks. The library never prints: progress goes to a callback with one
 
 "Ours" (METHOD §6, FINDINGS): an L2 warm-up during which the flow is fitted on detached residuals, then
 the flow NLL with the flow trained jointly (gradients zeroed every step, clipped); the TV weight is
-rescaled by 1/(2·residual variance at the end of the warm-up) so that it sits on the MSE's scale.
+rescaled by the mean over rays of 1/(2·residual variance at the ray's intensity) at the end of the warm-up
+(:func:`~stemtomo.recon.implicit.losses.nll_tv_scale`), so that it sits on the MSE's scale under
+signal-dependent noise too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from stemtomo.core.render import render
 from stemtomo.noise import NoiseModel
 from stemtomo.recon.implicit.config import ReconConfig
 from stemtomo.recon.implicit.data import RayData, defocus_sigma_px, jitter_rays
-from stemtomo.recon.implicit.losses import NLL_METHODS, data_loss, flow_fit_loss, score_name
+from stemtomo.recon.implicit.losses import NLL_METHODS, data_loss, flow_fit_loss, nll_tv_scale, score_name
 
 
 @dataclasses.dataclass
@@ -159,10 +161,20 @@ class Trainer:
                 flow_fit_loss(self.noise_model, pred, y).backward()
                 self._flow_step(1.0)
         if self.nll and it == max(cfg.warmup, 1) - 1:
-            st.tv_scale = 1.0 / (2.0 * float((y - pred.detach()).var()) + 1e-12)
+            st.tv_scale = self._nll_tv_scale()
         st.iteration += 1
         return {"iteration": st.iteration, "loss": float(loss_data.detach()), "lr": cfg.lr * f,
                 "phase": "warmup" if warm else "main"}
+
+    @torch.no_grad()
+    def _nll_tv_scale(self, n_rays: int = 8192) -> float:
+        """TV rescale for the NLL (:func:`nll_tv_scale`) on ``n_rays`` rays of the warm-up's field, drawn
+        with their own generator so the training batches do not change."""
+        gen = torch.Generator(device=self.data.stack.device).manual_seed(self.cfg.seed + 15485863)
+        u, v, th, y = self.data.sample(n_rays, gen)
+        pred = torch.cat([self.predict(u[s:s + 4096], v[s:s + 4096], th[s:s + 4096], jitter=False, generator=gen)
+                          for s in range(0, n_rays, 4096)])
+        return nll_tv_scale(pred, y)
 
     def _flow_step(self, lr_factor: float) -> None:
         assert self.opt_flow is not None and self.noise_model is not None
