@@ -83,8 +83,14 @@ def make_noise_pairs(work: Path, scale: dict[str, Any], seed: int, log: list[str
         "--tilts", "-60:60:6", "--seed", seed + 100, "--overwrite", "-q", log=log)
     clean = read_stack(work / "pairs" / "clean.mrc")
     noisy = stem_noise(clean.data, StemNoiseProcess(**NOISE_PROCESS), np.random.default_rng(seed + 101))
-    # same intensity units as the clean series (gain 1, offset 0), so `noise fit` uses both as they are
-    write_image(work / "pairs" / "short_exposure.mrc", noisy, clean.meta, overwrite=True)
+    # Same intensity units as the clean series (gain 1, offset 0: vacuum = 1), so both are *calibrated*:
+    # `noise fit` must use them as they are. Without `calibrated: true` the short exposure (noise above 1)
+    # fails the "already in [0, 1]" test and each stack gets its own robust min–max, which bakes an affine
+    # contrast change into the flow (measured: residual mean +0.025 at I < 0.1, −0.17 at I ≈ 0.85 in the
+    # sampled series) that only the frozen flow (OursSup) can undo.
+    meta = clean.meta.copy(normalization={**(clean.meta.normalization or {}), "calibrated": True})
+    write_image(work / "pairs" / "clean.mrc", clean.data, meta, overwrite=True)
+    write_image(work / "pairs" / "short_exposure.mrc", noisy, meta, overwrite=True)
 
 
 def method_runs(work: Path, it: int, defocus: float, device: str) -> dict[str, list[Any]]:
