@@ -42,10 +42,19 @@ class AlignConfig:
     """Step of the coarse tilt-axis search over (−90°, 90°]; refined to ``axis_refine_step_deg``."""
     axis_refine_step_deg: float = 0.1
     """Final resolution of the tilt-axis angle."""
+    refine_axis: bool = False
+    """Refine the searched α with :func:`refine_tilt_axis` (stretch criterion). Measured on 96²/128² cell
+    phantoms (axis 7°, 3 seeds, clean and Poisson dose 200/30): no more precise than the profile search
+    (mean |error| 1.4° vs 1.5°) but without its outliers (worst 2.2° vs 14° at dose 30); off by default."""
     lowpass_sigma_px: float = 1.0
     """Gaussian low-pass (real-space σ, pixels) applied before correlation, against noise."""
     highpass_sigma_px: float = 0.0
-    """Gaussian high-pass σ (pixels) removing slow intensity gradients; 0 → ``image size / 8``."""
+    """Gaussian high-pass σ (pixels) removing slow intensity gradients; 0 → ``image size / 16`` (the coarse
+    shape of a thick slab changes with tilt by parallax; measured on 96²/128² phantoms, size/16 gives
+    0.20/0.21 px RMS shifts where size/8 gives 0.30/0.27)."""
+    neighbours: int = 3
+    """Each tilt is correlated with this many neighbours on each side; all pairs are solved jointly by
+    least squares (1: the cumulative chain of IMOD ``tiltxcorr``)."""
     max_shift_fraction: float = 0.3
     """Largest shift searched, as a fraction of the image size."""
     refine_iterations: int = 0
@@ -60,6 +69,8 @@ class AlignConfig:
             raise ParameterError(f"--tilt-axis-angle {self.tilt_axis_angle_deg:g}: must be within ±180°")
         if not 0 < self.max_shift_fraction <= 0.5:
             raise ParameterError(f"max shift fraction {self.max_shift_fraction:g}: must be in (0, 0.5]")
+        if self.neighbours < 1:
+            raise ParameterError(f"--neighbours {self.neighbours}: must be ≥ 1")
         if self.refine_iterations < 0:
             raise ParameterError(f"--refine {self.refine_iterations}: must be ≥ 0")
 
@@ -166,6 +177,79 @@ def axis_profile_score(images: torch.Tensor, angle_deg: float, ref: int, max_lag
     return float(cc.max(dim=1).values.mean())
 
 
+def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float, ref: int, *, max_lag: int = 3,
+                  radius_fraction: float = 0.42) -> float:
+    """Mean normalized correlation of every tilt with the reference image compressed by ``cosθ_i/cosθ_ref``
+    perpendicular to a tilt axis at α, in the raw frame, for one α.
+
+    ``images`` are band-passed raw images with their shifts removed. For a thin specimen a tilted view is
+    the untilted one compressed perpendicular to the tilt axis; compressing along a wrong direction adds a
+    shear/rotation of about ``δα·(1 − cosθ)`` that lowers the correlation at high tilt. Working in the raw
+    frame inside a circle (``radius_fraction · min(ny, nx)``) means no image is rotated, so zero-filled
+    corners never enter. The peak is taken within ``max_lag`` pixels (residual shifts).
+    """
+    n, ny, nx = images.shape
+    dev, dt = images.device, images.dtype
+    a = math.radians(angle_deg)
+    perp = torch.tensor([math.cos(a), math.sin(a)], device=dev, dtype=dt)  # R(α)·x̂ in (x, y)
+    yy, xx = torch.meshgrid(torch.arange(ny, device=dev, dtype=dt) - (ny - 1) / 2,
+                            torch.arange(nx, device=dev, dtype=dt) - (nx - 1) / 2, indexing="ij")
+    r = torch.stack([xx, yy], dim=-1)
+    mask = (radius_fraction * min(ny, nx) + 0.5 - r.norm(dim=-1)).clamp(0, 1)
+    along = (r @ perp)[..., None] * perp
+    cos = np.cos(np.deg2rad(angles_deg))
+    factors = torch.as_tensor(cos / cos[ref], device=dev, dtype=dt)
+    src = r[None] + (1 / factors - 1)[:, None, None, None] * along[None]
+    grid = src / torch.tensor([(nx - 1) / 2, (ny - 1) / 2], device=dev, dtype=dt)
+    refs = torch.nn.functional.grid_sample(images[ref].expand(n, 1, ny, nx), grid, align_corners=True)[:, 0]
+    b = refs * mask
+    c = images * mask
+    b = b - b.mean(dim=(1, 2), keepdim=True)
+    c = c - c.mean(dim=(1, 2), keepdim=True)
+    cc = torch.fft.ifft2(torch.fft.fft2(c) * torch.fft.fft2(b).conj()).real
+    cc = torch.fft.fftshift(cc, dim=(-2, -1))[:, ny // 2 - max_lag : ny // 2 + max_lag + 1,
+                                              nx // 2 - max_lag : nx // 2 + max_lag + 1]
+    norm = (b.norm(dim=(1, 2)) * c.norm(dim=(1, 2))).clamp_min(1e-30)
+    return float((cc.amax(dim=(1, 2)) / norm).mean())
+
+
+def _parabola_max(grid: np.ndarray, scores: np.ndarray) -> float:
+    k = int(np.argmax(scores))
+    best = float(grid[k])
+    if 0 < k < len(grid) - 1:
+        y0, y1, y2 = scores[k - 1 : k + 2]
+        denom = y0 - 2 * y1 + y2
+        if denom < 0:
+            best += float(grid[1] - grid[0]) * float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
+    return best
+
+
+def refine_tilt_axis(
+    imgs: torch.Tensor, filtered: torch.Tensor, angles_deg: np.ndarray, alpha_deg: float, config: AlignConfig,
+    max_shift: Sequence[int], ref: int,
+) -> tuple[float, np.ndarray]:
+    """Refine α near a first estimate: twice, estimate the shifts at α (:func:`neighbour_shifts`), score
+    ``α ± 6°`` on a 1° grid with :func:`stretch_score` of the shift-corrected, finely band-passed images,
+    and move α to the vertex of a least-squares parabola through the scores (the criterion peaks broadly,
+    so a wide fit is more precise than the best grid point). Returns ``(α, scores (k, 2))``."""
+    alpha = alpha_deg
+    scored: list[tuple[float, float]] = []
+    for _ in range(2):
+        s_uv, _ = neighbour_shifts(raw_to_aligned(filtered, alpha), angles_deg, max_shift,
+                                   neighbours=config.neighbours)
+        fine = _bandpass(shift_images(imgs, uv_to_raw(s_uv, alpha)), config.lowpass_sigma_px,
+                         4 * config.lowpass_sigma_px)
+        offsets = np.arange(-6.0, 6.0 + 1e-9, 1.0)
+        vals = np.array([stretch_score(fine, angles_deg, alpha + float(d), ref) for d in offsets])
+        scored += list(zip((alpha + offsets).tolist(), vals.tolist(), strict=True))
+        c2, c1, _ = np.polyfit(offsets, vals, 2)
+        if c2 < 0:
+            alpha += float(np.clip(-c1 / (2 * c2), offsets[0], offsets[-1]))
+        else:
+            alpha += float(offsets[int(np.argmax(vals))])
+    return alpha, np.asarray(sorted(scored))
+
+
 def search_tilt_axis(
     images: torch.Tensor, ref: int, *, step_deg: float = 2.0, refine_step_deg: float = 0.1,
     centre_deg: float | None = None, half_range_deg: float = 90.0,
@@ -219,6 +303,55 @@ def cumulative_shifts(
             shifts[i, 1] = dv + shifts[j, 1]
             pos += direction
     return shifts, int(order[ref_pos])
+
+
+def neighbour_shifts(
+    aligned: torch.Tensor, angles_deg: np.ndarray, max_shift: Sequence[int], *, neighbours: int = 3
+) -> tuple[np.ndarray, int]:
+    """Shifts ``(n, 2)`` (u, v) by stretched correlation of every tilt with its ``neighbours`` nearest
+    neighbours on each side (in angle order), solved jointly by least squares; shift 0 at the tilt nearest 0°.
+
+    ``aligned`` must be band-pass filtered images in the aligned frame (tilt axis along y). For each pair
+    ``(i, j)`` with ``j`` nearer 0°, image ``j`` is stretched by ``f = cosθ_i / cosθ_j`` along u (as IMOD
+    ``tiltxcorr``) and correlated with image ``i``; the measured offset ``(du, dv)`` gives the equations
+    ``s_i,u − f·s_j,u = du`` and ``s_i,v − s_j,v = dv``. With ``neighbours = 1`` this is the classic
+    cumulative chain, whose errors add up like a random walk toward high tilts; the extra pairs tie distant
+    tilts together (measured on a 96² cell phantom, 41 tilts ±60°: 0.43 → 0.20 px RMS gauge-free with 3
+    neighbours and the default band-pass).
+    """
+    if neighbours < 1:
+        raise ParameterError(f"neighbours {neighbours}: must be ≥ 1")
+    order = np.argsort(angles_deg)
+    n = len(angles_deg)
+    ref = int(order[int(np.argmin(np.abs(angles_deg[order])))])
+    cos = np.cos(np.deg2rad(angles_deg))
+    rows_u, rows_v, rhs = [], [], []
+    for pos in range(n):
+        for k in range(1, neighbours + 1):
+            if pos + k >= n:
+                break
+            i, j = int(order[pos]), int(order[pos + k])
+            if cos[i] > cos[j]:
+                i, j = j, i  # j is the tilt nearer 0°: it is the one compressed
+            factor = float(cos[i] / cos[j])
+            dv, du = _xcorr_shift(aligned[i], _stretch_x(aligned[j], factor), max_shift)
+            rows_u.append(_pair_row(n, i, j, factor))
+            rows_v.append(_pair_row(n, i, j, 1.0))
+            rhs.append((du, dv))
+    gauge = np.zeros((1, n))
+    gauge[0, ref] = 1.0
+    b = np.asarray(rhs)
+    su = np.linalg.lstsq(np.vstack([rows_u, gauge]), np.r_[b[:, 0], 0.0], rcond=None)[0]
+    sv = np.linalg.lstsq(np.vstack([rows_v, gauge]), np.r_[b[:, 1], 0.0], rcond=None)[0]
+    shifts = np.c_[su, sv]
+    return shifts - shifts[ref], ref
+
+
+def _pair_row(n: int, i: int, j: int, factor: float) -> np.ndarray:
+    row = np.zeros(n)
+    row[i] = 1.0
+    row[j] = -factor
+    return row
 
 
 def shift_images(images: torch.Tensor, shifts_uv: np.ndarray) -> torch.Tensor:
@@ -276,7 +409,7 @@ def coarse_align(
     if factor > 1:
         ny, nx = imgs.shape[-2] // factor * factor, imgs.shape[-1] // factor * factor
         imgs = imgs[:, :ny, :nx].reshape(imgs.shape[0], ny // factor, factor, nx // factor, factor).mean((2, 4))
-    high = config.highpass_sigma_px or max(imgs.shape[-2:]) / 8
+    high = config.highpass_sigma_px or max(imgs.shape[-2:]) / 16
     filtered = _bandpass(imgs, config.lowpass_sigma_px, high)
     ref = int(np.argmin(np.abs(angles)))
     max_shift = [max(1, int(config.max_shift_fraction * d)) for d in imgs.shape[-2:]]
@@ -289,13 +422,19 @@ def coarse_align(
         fine_band = _bandpass(shift_images(imgs, raw_shifts), config.lowpass_sigma_px, 4 * config.lowpass_sigma_px)
         alpha, scores = search_tilt_axis(fine_band, ref, step_deg=config.axis_search_step_deg,
                                          refine_step_deg=config.axis_refine_step_deg)
+        if config.refine_axis:
+            alpha, fine_scores = refine_tilt_axis(imgs, filtered, angles, alpha, config, max_shift, ref)
+            scores = np.concatenate([scores, fine_scores])
+            alpha = (alpha + 90.0) % 180.0 - 90.0
+            if alpha <= -90.0 + 1e-9:
+                alpha += 180.0
     else:
         alpha, scores = float(config.tilt_axis_angle_deg), np.zeros((0, 2))
     if progress:
         progress("shifts")
     aligned = raw_to_aligned(filtered, alpha)
     max_shift = [max(1, int(config.max_shift_fraction * d)) for d in aligned.shape[-2:]]
-    shifts_uv, ref = cumulative_shifts(aligned, angles, max_shift)
+    shifts_uv, ref = neighbour_shifts(aligned, angles, max_shift, neighbours=config.neighbours)
     if config.refine_iterations:
         from stemtomo.align.refine import refine_projection_matching
 
@@ -317,6 +456,7 @@ __all__ = [
     "axis_profile_score",
     "coarse_align",
     "cumulative_shifts",
+    "neighbour_shifts",
     "search_tilt_axis",
     "shift_images",
     "uv_to_raw",
