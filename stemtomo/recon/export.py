@@ -193,10 +193,13 @@ def scaling_record(dtype: str, lo: float = 0.0, hi: float = 1.0) -> dict[str, An
 
 def write_volume_chunks(
     path: Path, spec: ExportSpec, blocks: Callable[[int, int], np.ndarray], meta: Metadata, *,
-    chunk_z: int = 8, progress: Callable[[int], None] | None = None,
+    chunk_z: int = 8, progress: Callable[[int], None] | None = None, release_bytes: int = 64 << 20,
 ) -> Path:
     """Write a volume assembled from z-blocks ``blocks(z0, z1) -> (z1-z0, ny, nx)`` (values in output
     units, cropped grid) into a memory-mapped MRC/TIFF, temporary file renamed with its sidecar.
+
+    Memory stays bounded by one block plus ``release_bytes`` of written pages (flushed and dropped from the
+    resident set every ``release_bytes``); the MRC header statistics are accumulated block by block.
 
     Raises
     ------
@@ -216,34 +219,76 @@ def write_volume_chunks(
         nz, ny, nx = (s.stop - s.start for s in spec.crop)
     out_shape = (nz, ny, nx) if spec.layout == "xyz" else (ny, nz, nx)
     suffix = path.suffix.lower()
+    stats = _Stats()
     with AtomicOutputs() as out:
         tmp = out.temp(path)
         arr, closer = _open_mmap(tmp, suffix, out_shape, ENCODINGS[spec.dtype], meta.pixel_size_angstrom)
         try:
+            pending = 0
             for z0 in range(0, nz, chunk_z):
                 z1 = min(nz, z0 + chunk_z)
                 block = _encode(blocks(z0, z1), spec.dtype)
+                stats.add(block)
                 if spec.layout == "xyz":
                     arr[z0:z1] = block
                 else:  # xzy[y, T-1-z, x] = xyz[z, y, x]
                     arr[:, nz - z1 : nz - z0, :] = block[::-1].transpose(1, 0, 2)
+                pending += block.nbytes
+                if pending >= release_bytes:
+                    _release_pages(arr)
+                    pending = 0
                 if progress is not None:
                     progress(z1 - z0)
         finally:
-            closer()
+            closer(stats)
         m = meta.copy(kind="volume", shape=list(out_shape), axes="zyx" if spec.layout == "xyz" else "yzx")
         out.temp(sidecar_path(path)).write_text(dump_sidecar(m), encoding="utf-8")
     return path
 
 
+class _Stats:
+    """Running min / max / mean / standard deviation of the stored values (float64 sums), so the MRC header
+    statistics need no full-volume temporary (mrcfile's ``update_header_stats`` makes one)."""
+
+    def __init__(self) -> None:
+        self.n, self.total, self.squares = 0, 0.0, 0.0
+        self.lo, self.hi = math.inf, -math.inf
+
+    def add(self, block: np.ndarray) -> None:
+        if block.size == 0:
+            return
+        self.n += block.size
+        self.total += float(np.sum(block, dtype=np.float64))
+        self.squares += float(np.sum(np.square(block, dtype=np.float64)))
+        self.lo, self.hi = min(self.lo, float(np.min(block))), max(self.hi, float(np.max(block)))
+
+    def header(self) -> tuple[float, float, float, float]:
+        """``(dmin, dmax, dmean, rms)`` as mrcfile defines them (rms = standard deviation)."""
+        mean = self.total / max(self.n, 1)
+        return self.lo, self.hi, mean, math.sqrt(max(self.squares / max(self.n, 1) - mean * mean, 0.0))
+
+
+def _release_pages(arr: np.ndarray) -> None:
+    """Write the mapped output's dirty pages back and drop them from this process's resident set, so peak
+    RSS stays bounded by a few chunks whatever the output size (the page cache keeps them)."""
+    import mmap
+
+    flush = getattr(arr, "flush", None)
+    if flush is not None:
+        flush()
+    mm = getattr(arr, "_mmap", None)  # numpy.memmap's mapping (tifffile and mrcfile both return numpy.memmap)
+    if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 def _open_mmap(tmp: Path, suffix: str, shape: tuple[int, int, int], dtype: Any,
-               pixel: float | None) -> tuple[Any, Callable[[], None]]:
+               pixel: float | None) -> tuple[Any, Callable[[_Stats], None]]:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
         arr = tifffile.memmap(str(tmp), shape=shape, dtype=dtype, imagej=True,
                               resolution=(1 / pixel, 1 / pixel) if pixel else None)
-        return arr, arr.flush
+        return arr, lambda stats: _release_pages(arr)
     if suffix not in _MRC_SUFFIXES:
         raise InputError(f"{tmp.name}: unknown output type {suffix!r}; use .mrc/.rec/.map or .tif")
     import mrcfile
@@ -257,8 +302,10 @@ def _open_mmap(tmp: Path, suffix: str, shape: tuple[int, int, int], dtype: Any,
         words = np.array([_IMOD_STAMP, _IMOD_MRC2014_ORIGIN | _IMOD_SIGNED_BYTES], dtype=mrc.header.nversion.dtype)
         mrc.header.extra2 = bytes(40) + words.tobytes() + bytes(36)  # bytes 152..160 of the header
 
-    def close() -> None:
-        mrc.update_header_stats()
+    def close(stats: _Stats) -> None:
+        h = mrc.header
+        h.dmin, h.dmax, h.dmean, h.rms = (np.float32(v) for v in stats.header())
+        _release_pages(mrc.data)
         mrc.close()
 
     return mrc.data, close
