@@ -13,7 +13,7 @@ import torch
 from stemtomo.align import AlignConfig, apply_xf, coarse_align, format_xf, read_xf, xf_from_alignment
 from stemtomo.core.geometry import length_unit_px
 from stemtomo.core.projector import forward_project
-from stemtomo.errors import InputError
+from stemtomo.errors import InputError, ParameterError
 from stemtomo.simulate.misalign import shift_images as simulate_shifts
 from stemtomo.simulate.phantoms import cell_phantom
 
@@ -109,17 +109,31 @@ def test_coarse_align_recovers_axis_and_shifts(misaligned: tuple[torch.Tensor, n
     result = coarse_align(lines.numpy(), ANGLES, AlignConfig())
     assert abs(result.tilt_axis_angle_deg - 7.0) < 0.5, result.tilt_axis_angle_deg
     assert _gauge_free_rms(np.zeros_like(shifts), shifts, 7.0) > 5.0  # the task is real
-    assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.5
+    assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.3  # measured 0.20 (cumulative chain: 0.43)
     assert result.shifts_xy[result.reference_index] == pytest.approx([0.0, 0.0])
 
 
-def test_projection_matching_keeps_the_alignment(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
-    """Measured: on this phantom the leave-one-out projection matching does not improve the coarse shifts
-    (0.43 → 0.44 px after 2 rounds, 0.68 after 4); it must at least not lose them."""
+def test_neighbour_pairs_beat_the_cumulative_chain(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
+    """Tying each tilt to 3 neighbours per side removes most of the random walk of the chain (1 neighbour);
+    the 128² series with a 40-voxel slab (more parallax) too: measured 0.20 vs 0.36 px."""
     lines, shifts = misaligned
-    cfg = AlignConfig(tilt_axis_angle_deg=7.0, refine_iterations=2, thickness_px=32)
+    chain = coarse_align(lines.numpy(), ANGLES, AlignConfig(tilt_axis_angle_deg=7.0, neighbours=1))
+    pairs = coarse_align(lines.numpy(), ANGLES, AlignConfig(tilt_axis_angle_deg=7.0))
+    assert _gauge_free_rms(pairs.shifts_xy, shifts, 7.0) < 0.7 * _gauge_free_rms(chain.shifts_xy, shifts, 7.0)
+    lines128, shifts128 = _misaligned_series(128, 40, 7.0, 5.0)
+    result = coarse_align(lines128.numpy(), ANGLES, AlignConfig(tilt_axis_angle_deg=7.0))
+    assert _gauge_free_rms(result.shifts_xy, shifts128, 7.0) < 0.3
+    with pytest.raises(ParameterError, match="--neighbours 0: must be ≥ 1"):
+        coarse_align(lines.numpy(), ANGLES, AlignConfig(neighbours=0))
+
+
+def test_projection_matching_keeps_the_alignment(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
+    """Measured: damped, gauge-fixed leave-one-out projection matching moves the coarse shifts little
+    (0.20 → 0.18 px after 1 round, 0.20 after 2, 0.27 after 4); it must not lose them."""
+    lines, shifts = misaligned
+    cfg = AlignConfig(tilt_axis_angle_deg=7.0, refine_iterations=1, thickness_px=32)
     result = coarse_align(lines.numpy(), ANGLES, cfg)
-    assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.75
+    assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.25
 
 
 def test_align_cli_end_to_end(workdir: Path, cli) -> None:

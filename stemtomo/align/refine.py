@@ -17,7 +17,9 @@ from stemtomo.errors import ParameterError
 from stemtomo.recon.filters import angular_weights, filter_rows
 from stemtomo.recon.wbp import back_project_slices, wbp
 
-RELAX = 1.0
+RELAX = 0.5
+"""Damping of each round's correction (a full step overshoots: the leave-one-out prediction follows the
+neighbouring tilts, which carry the same error)."""
 
 
 def _centred(images: torch.Tensor) -> torch.Tensor:
@@ -60,23 +62,33 @@ def refine_projection_matching(
     ``aligned`` should hold line integrals (or DF intensities) in the aligned frame. Each round removes the
     current shifts, predicts every tilt from a WBP of the others (:func:`loo_reprojections`, a slab of
     ``nz`` voxels, default half the image width) and adds the residual shift found by band-passed
-    cross-correlation. Returns ``(shifts, residual)`` where residual is the normalized RMS mismatch of the
-    band-passed images and predictions after the last round (lower is better).
+    cross-correlation, damped by ``RELAX`` and with its rigid-translation (gauge) component removed. Returns
+    the ``(shifts, residual)`` of the round with the lowest residual, the normalized RMS mismatch of the
+    band-passed images and predictions (lower is better).
+
+    Measured (cell phantom, 41 tilts ±60°, axis 7°, σ = 5 px; gauge-free RMS after 0/1/2/4 rounds):
+    96² slab 32: 0.20/0.18/0.20/0.27 px; 128² slab 40: 0.21/0.17/0.16/0.22 px. The leave-one-out residual
+    keeps falling while the error grows again (the prediction of a tilt follows its neighbours, which carry
+    correlated errors), so the best-residual choice does not stop the drift: use 1–2 rounds at most.
     """
     shifts = np.asarray(shifts_uv, dtype=np.float64).copy()
     depth = nz or max(8, aligned.shape[-1] // 2)
-    residual = float("nan")
-    for _ in range(max(1, iterations)):
+    theta = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64))
+    gauge = np.c_[np.cos(theta), np.sin(theta)]
+    best, best_residual = shifts.copy(), float("inf")
+    for _ in range(iterations + 1):
         current = _centred(shift_images(aligned, shifts))
         a = _bandpass(current, lowpass_sigma_px, highpass_sigma_px)
         b = _bandpass(loo_reprojections(current, tilt_angles_deg, depth), lowpass_sigma_px, highpass_sigma_px)
         residual = _fit_residual(a, b)
-        if iterations == 0:
-            break
-        for i in range(aligned.shape[0]):
-            dv, du = _xcorr_shift(a[i], b[i], max_shift)
-            shifts[i] += (RELAX * du, RELAX * dv)
-    return shifts, residual
+        if residual < best_residual:
+            best, best_residual = shifts.copy(), residual
+        d = np.array([_xcorr_shift(a[i], b[i], max_shift)[::-1] for i in range(aligned.shape[0])])
+        # a rigid 3D translation of the specimen (u: dx·cosθ + dz·sinθ, v: common dy) is not determined
+        d[:, 0] -= gauge @ np.linalg.lstsq(gauge, d[:, 0], rcond=None)[0]
+        d[:, 1] -= d[:, 1].mean()
+        shifts = shifts + RELAX * d
+    return best, best_residual
 
 
 def _fit_residual(target: torch.Tensor, pred: torch.Tensor) -> float:
