@@ -110,3 +110,20 @@ def test_bad_preparation_options_write_nothing(workdir: Path, cli, sims, args: t
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 1 and len(lines) == 1 and message in r.output, r.output
     assert not Path("out").exists()
+
+
+def test_resume_needs_the_same_preparation(workdir: Path, cli, sims) -> None:
+    mask = _with_hot_pixels(sims[0], "hot.mrc")
+    assert mask.any()
+    short = ("--iterations", "2", "--rays-per-batch", "64", "--samples", "4", "--val-every", "0", "--device", "cpu")
+    assert cli("recon", "hot.mrc", "-o", "run", "--method", "l2", "--remove-defects", *short).exit_code == 0
+    bad = cli("recon", "hot.mrc", "-o", "run", "--resume", "run", "--iterations", "3", "--device", "cpu")
+    assert bad.exit_code == 1 and "remove_defects" in bad.output and "--remove-defects True" in bad.output, bad.output
+    Path("id.xf").write_text(format_xf(xf_from_alignment(0.0, np.zeros((21, 2)))))
+    bad = cli("recon", "hot.mrc", "-o", "run", "--resume", "run", "--iterations", "3", "--remove-defects",
+              "--xf", "id.xf", "--device", "cpu")
+    assert bad.exit_code == 1 and "(xf differ" in bad.output, bad.output
+    ok = cli("recon", "hot.mrc", "-o", "run", "--resume", "run", "--iterations", "3", "--remove-defects",
+             "--device", "cpu")
+    assert ok.exit_code == 0, ok.output
+    assert read_sidecar("run/checkpoint.safetensors").extra["recon"]["state"]["iteration"] == 3  # type: ignore[union-attr]

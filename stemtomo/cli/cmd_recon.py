@@ -110,6 +110,7 @@ def recon(
     if resume is not None:
         saved, tensors, rinfo = R.load_resume(resume)
         R.check_resume_compatible(saved, method, field)
+        _check_resume_preparation(resume, opts)
         cfg = dataclasses.replace(saved, iterations=iterations or saved.iterations, max_time_s=max_time)
         resume_state = (tensors, rinfo)
     else:
@@ -162,6 +163,33 @@ def _prepared_image(
                                          device=device)
     meta = apply_records(image.meta, records)
     return Image(data=stack, meta=meta, path=image.path, header=image.header, sources=image.sources), records["extra"]
+
+
+_PREP_KEYS = ("remove_defects", "defect_threshold", "normalize_tilts")
+
+
+def _check_resume_preparation(resume: Path, opts: dict[str, Any]) -> None:
+    """A resumed run must see the images prepared as before: compare the preparation options (and the
+    ``.xf`` file's SHA-256) with the ``recon`` provenance of ``RESUME/model.safetensors`` when there is one
+    (a run killed before its end has none: then nothing can be checked)."""
+    from stemtomo.errors import ParameterError
+    from stemtomo.io import read_sidecar
+    from stemtomo.preprocess.pipeline import file_sha256
+
+    model = resume / "model.safetensors"
+    meta = read_sidecar(model) if model.is_file() else None
+    runs = [p for p in (meta.provenance if meta else []) if p.get("command") == "recon"]
+    saved = runs[-1].get("options", {}) if runs else {}
+    if "remove_defects" not in saved:  # no record (or written before these options existed)
+        return
+    saved_xf = ((saved.get("preparation") or {}).get("alignment") or {}).get("xf_sha256")
+    now_xf = file_sha256(opts["xf"]) if opts["xf"] is not None and Path(opts["xf"]).is_file() else None
+    changed = [k for k in _PREP_KEYS if saved.get(k) != opts[k]] + (["xf"] if saved_xf != now_xf else [])
+    if changed:
+        was = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!s}" for k in changed if k != "xf")
+        raise ParameterError(f"--resume {resume}: the run was trained on images prepared otherwise ({', '.join(changed)} "
+                             f"differ{'; it had ' + was if was else ''}); pass the same preparation options "
+                             "(and the same .xf) as the first run")
 
 
 def _build_config(o: dict[str, Any]) -> ReconConfig:
