@@ -50,7 +50,9 @@ def align(
     tilt_axis_angle: Annotated[float | None, typer.Option("--tilt-axis-angle", help="Known tilt-axis angle, degrees CCW from +y (IMOD RotationAngle). Default: searched.")] = None,
     xf: Annotated[Path | None, typer.Option("--xf", help="Apply this IMOD .xf (one line per image) instead of aligning (use with --apply).")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Only apply the transforms given by --xf (IMOD newstack -xform) and write the aligned stack.")] = False,
-    refine: Annotated[int, typer.Option("--refine", help="Rounds of leave-one-out projection matching against a WBP after the coarse alignment (0: off; experimental).")] = 0,
+    refine: Annotated[int, typer.Option("--refine", help="Rounds of leave-one-out projection matching against a WBP after the coarse alignment (0: off; experimental, 1-2 rounds at most).")] = 0,
+    neighbours: Annotated[int | None, typer.Option("--neighbours", help="Correlate each tilt with this many neighbours per side and solve all pairs by least squares (1: the cumulative chain). Default: AlignConfig.neighbours (3).")] = None,
+    refine_axis: Annotated[bool | None, typer.Option("--refine-axis/--no-refine-axis", help="Refine the searched tilt-axis angle by the stretched-correlation criterion. Default: AlignConfig.refine_axis (on).")] = None,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else bf.")] = None,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
@@ -82,12 +84,15 @@ def align(
         raise ParameterError(f"--tilt-axis-angle {tilt_axis_angle:g}: must be within ±180°")
     if refine < 0:
         raise ParameterError(f"--refine {refine}: must be ≥ 0")
+    if neighbours is not None and neighbours < 1:
+        raise ParameterError(f"--neighbours {neighbours}: must be ≥ 1")
     prep = prepare_options(remove_defects, defect_threshold, normalize_tilts, xf if apply else None)
     from stemtomo.io import check_outputs
 
     xf_path, png_path = output_paths(output)
     check_outputs([output] if apply else [output, xf_path, png_path], overwrite)
     opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, xf=xf, apply=apply, refine=refine,
+                        neighbours=neighbours, refine_axis=refine_axis,
                         contrast=contrast.value if contrast else None, estimate_thickness=estimate_thickness,
                         **{k: v for k, v in prepare_option_values(prep).items() if k != "xf"}, device=device)
     if apply:
@@ -95,8 +100,9 @@ def align(
         _apply(tilt_series, output, xf, angles, opts, device, overwrite, prep,
                contrast.value if contrast else None, estimate_thickness)
     else:
+        tuning = {k: v for k, v in {"neighbours": neighbours, "refine_axis": refine_axis}.items() if v is not None}
         _align(tilt_series, output, angles, tilt_axis_angle, refine, contrast.value if contrast else None,
-               opts, device, overwrite, prep, estimate_thickness)
+               opts, device, overwrite, prep, estimate_thickness, tuning)
 
 
 def _apply(tilt_series: Path, output: Path, xf: Path, angles: Path | None, opts: dict, device: str,
@@ -137,7 +143,8 @@ def _thickness(aligned: np.ndarray, tilts: np.ndarray, meta: Any, contrast: str,
 
 
 def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle: float | None, refine: int,
-           contrast: str | None, opts: dict, device: str, overwrite: bool, prep: Any, estimate: bool) -> None:
+           contrast: str | None, opts: dict, device: str, overwrite: bool, prep: Any, estimate: bool,
+           tuning: dict[str, Any]) -> None:
     from stemtomo.align.coarse import AlignConfig
     from stemtomo.align.pipeline import align_tilt_series
     from stemtomo.align.xf import format_xf
@@ -153,7 +160,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     contrast = contrast or image.meta.contrast or "bf"
     stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
     meta = apply_records(image.meta, records)
-    config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, refine_iterations=refine)
+    config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, refine_iterations=refine, **tuning)
     log = logging.getLogger("stemtomo.align")
     result = align_tilt_series(
         stack, image.tilt_angles_deg, config, contrast=contrast,
