@@ -116,21 +116,21 @@ def misaligned() -> tuple[torch.Tensor, np.ndarray]:
 def test_coarse_align_recovers_axis_and_shifts(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
     lines, shifts = misaligned
     result = coarse_align(lines.numpy(), ANGLES, AlignConfig())
-    # measured 9.5° (profile search alone: 7.4°): this seed is the worst of the six 96²/128² clean and noisy
-    # phantoms measured for issue #9 (mean |error| 1.1° with the stretch refinement, 2.2° without)
+    # measured 9.48° (profile search alone: 7.32°): this series is the worst of the twelve 96²/128² clean
+    # and noisy phantoms measured for issue #9 (mean |error| 1.1° with the stretch refinement, 2.2° without)
     assert abs(result.tilt_axis_angle_deg - 7.0) < 3.0, result.tilt_axis_angle_deg
     assert _gauge_free_rms(np.zeros_like(shifts), shifts, 7.0) > 5.0  # the task is real
-    assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.3  # measured 0.20 (cumulative chain: 0.43)
+    assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.3  # measured 0.21 (before issue #9: 0.43)
     assert result.shifts_xy[result.reference_index] == pytest.approx([0.0, 0.0])
 
 
 def test_neighbour_pairs_beat_the_cumulative_chain(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
-    """Tying each tilt to 3 neighbours per side removes most of the random walk of the chain (1 neighbour);
-    the 128² series with a 40-voxel slab (more parallax) too: measured 0.20 vs 0.36 px."""
+    """Tying each tilt to 3 neighbours per side removes part of the random walk of the chain (1 neighbour):
+    measured 0.20 vs 0.30 px here; the 128² series with a 40-voxel slab (more parallax): 0.20 px."""
     lines, shifts = misaligned
     chain = coarse_align(lines.numpy(), ANGLES, AlignConfig(tilt_axis_angle_deg=7.0, neighbours=1))
     pairs = coarse_align(lines.numpy(), ANGLES, AlignConfig(tilt_axis_angle_deg=7.0))
-    assert _gauge_free_rms(pairs.shifts_xy, shifts, 7.0) < 0.7 * _gauge_free_rms(chain.shifts_xy, shifts, 7.0)
+    assert _gauge_free_rms(pairs.shifts_xy, shifts, 7.0) < 0.8 * _gauge_free_rms(chain.shifts_xy, shifts, 7.0)
     lines128, shifts128 = _misaligned_series(128, 40, 7.0, 5.0)
     result = coarse_align(lines128.numpy(), ANGLES, AlignConfig(tilt_axis_angle_deg=7.0))
     assert _gauge_free_rms(result.shifts_xy, shifts128, 7.0) < 0.3
@@ -140,7 +140,7 @@ def test_neighbour_pairs_beat_the_cumulative_chain(misaligned: tuple[torch.Tenso
 
 def test_axis_refinement_survives_noise(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
     """At a Poisson dose of 30 per pixel the profile search alone is thrown far off (measured 20.6° for 7°);
-    the stretch refinement brings it back (measured 9.7°) and the shifts stay sub-pixel."""
+    the stretch refinement brings it back (measured 9.7°) and the shifts stay sub-pixel (0.23 px)."""
     lines, shifts = misaligned
     counts = torch.poisson(torch.exp(-lines.double()) * 30, generator=torch.Generator().manual_seed(3))
     noisy = (-torch.log((counts / 30).clamp_min(1 / 60))).numpy()
@@ -148,6 +148,25 @@ def test_axis_refinement_survives_noise(misaligned: tuple[torch.Tensor, np.ndarr
     result = coarse_align(noisy, ANGLES, AlignConfig())
     assert abs(result.tilt_axis_angle_deg - 7.0) < 3.5 < abs(profile - 7.0), (result.tilt_axis_angle_deg, profile)
     assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.5
+
+
+def test_zero_filled_corners_are_ignored(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
+    """Raw images whose corners were zero-filled by an earlier rotation (20°, 12 % of the pixels, fixed in the
+    raw frame): without masking the fill the shifts were lost entirely (measured 6.4 px RMS); now 0.25 px."""
+    from stemtomo.align.coarse import fill_regions
+
+    lines, shifts = misaligned
+    yy, xx = np.mgrid[:96, :96] - 47.5
+    a = math.radians(20.0)
+    inside = (np.abs(xx * math.cos(a) + yy * math.sin(a)) <= 48) & (np.abs(yy * math.cos(a) - xx * math.sin(a)) <= 48)
+    intensity = torch.exp(-lines) * torch.tensor(inside)
+    cornered = -torch.log(intensity.clamp_min(1e-4))  # zero intensity → one constant line integral
+    filled, valid = fill_regions(cornered)
+    assert torch.equal(valid[0].bool(), torch.tensor(inside))
+    assert filled[:, ~torch.tensor(inside)].max() < cornered.max()
+    result = coarse_align(cornered.numpy(), ANGLES, AlignConfig())
+    assert abs(result.tilt_axis_angle_deg - 7.0) < 3.0
+    assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.35
 
 
 def test_projection_matching_keeps_the_alignment(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
