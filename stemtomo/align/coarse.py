@@ -30,6 +30,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from stemtomo.align._filters import _bandpass, _edge_weight, fill_regions, shift_images, uv_to_raw
+from stemtomo.align.axis import axis_profile_score, refine_tilt_axis, search_tilt_axis, stretch_score
+from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
 from stemtomo.core.geometry import check_angles, raw_to_aligned
 from stemtomo.errors import ParameterError
 
@@ -98,332 +101,6 @@ class Alignment:
     reference_index: int
 
 
-def fill_regions(images: torch.Tensor, min_fraction: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
-    """Find and neutralize constant fill (e.g. zero-filled corners left by rotating images with zero padding).
-
-    A value is taken as fill when it is the image's minimum or maximum (to 1e-6 of the range), occupies at least ``min_fraction`` of
-    the border pixels *exactly*, and is at least ten times rarer in the central quarter of the image than on
-    the border (quantized data, e.g. counts or 8-bit images, repeat values everywhere; padding does not).
-    Returns ``(images, valid)``: the images with fill pixels set to the mean of their valid pixels, and the
-    ``(n, ny, nx)`` float mask of valid pixels (1 = data). Fill fixed in the raw frame otherwise dominates
-    every correlation and pins the shifts at zero.
-    """
-    valid = torch.ones_like(images)
-    out = images.clone()
-    ny, nx = images.shape[-2:]
-    for i in range(images.shape[0]):
-        img = images[i]
-        border = torch.cat([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
-        values, counts = torch.unique(border, return_counts=True)
-        k = int(counts.argmax())
-        value = values[k]
-        lo, hi = float(img.min()), float(img.max())
-        tol = 1e-6 * (hi - lo)
-        extreme = abs(float(value) - lo) <= tol or abs(float(value) - hi) <= tol
-        if counts[k] < max(3, min_fraction * border.numel()) or not extreme:
-            continue
-        centre = img[ny // 4 : ny - ny // 4, nx // 4 : nx - nx // 4]
-        if float((centre == value).float().mean()) * 10 > float(counts[k]) / border.numel():
-            continue
-        fill = img == value
-        valid[i] = (~fill).to(images.dtype)
-        out[i] = torch.where(fill, img[~fill].mean(), img)
-    return out, valid
-
-
-def _edge_weight(valid: torch.Tensor, width_px: float) -> torch.Tensor:
-    """Smooth weight that is 0 on fill and rises to 1 over about ``2·width_px`` inside the valid region."""
-    if bool((valid > 0.5).all()):
-        return torch.ones_like(valid)
-    n, ny, nx = valid.shape
-    ky = torch.fft.fftfreq(ny, device=valid.device, dtype=valid.dtype)[:, None]
-    kx = torch.fft.rfftfreq(nx, device=valid.device, dtype=valid.dtype)[None, :]
-    g = torch.exp(-2 * (math.pi * width_px) ** 2 * (ky**2 + kx**2))
-    blurred = torch.fft.irfft2(torch.fft.rfft2(valid) * g, s=(ny, nx))
-    return ((blurred - 0.5) * 2).clamp(0, 1) * valid
-
-
-def _bandpass(images: torch.Tensor, low_sigma: float, high_sigma: float) -> torch.Tensor:
-    """Gaussian band-pass in Fourier space, with a cosine edge taper, per image."""
-    n, ny, nx = images.shape
-    x = images - images.mean(dim=(1, 2), keepdim=True)
-    ky = torch.fft.fftfreq(ny, device=x.device, dtype=x.dtype)[:, None]
-    kx = torch.fft.rfftfreq(nx, device=x.device, dtype=x.dtype)[None, :]
-    k2 = (2 * math.pi) ** 2 * (ky**2 + kx**2)
-    h = torch.exp(-k2 * low_sigma**2 / 2) * (1 - torch.exp(-k2 * high_sigma**2 / 2))
-    x = torch.fft.irfft2(torch.fft.rfft2(x) * h, s=(ny, nx))
-    return x * _taper(ny, nx, x.device, x.dtype)
-
-
-def _taper(ny: int, nx: int, device: torch.device, dtype: torch.dtype, frac: float = 0.1) -> torch.Tensor:
-    def win(n: int) -> torch.Tensor:
-        m = max(1, int(frac * n))
-        w = torch.ones(n, device=device, dtype=dtype)
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(m, device=device, dtype=dtype) + 0.5) / m)
-        w[:m] = ramp
-        w[n - m :] = ramp.flip(0)
-        return w
-
-    return win(ny)[:, None] * win(nx)[None, :]
-
-
-def _peak(cc: torch.Tensor, max_shift: Sequence[int]) -> tuple[float, ...]:
-    """Sub-pixel location of the maximum of a circular cross-correlation (fftshifted offsets)."""
-    dims = cc.shape
-    c = torch.fft.fftshift(cc)
-    centre = [d // 2 for d in dims]
-    mask = torch.ones_like(c, dtype=torch.bool)
-    for ax, (d, m) in enumerate(zip(dims, max_shift, strict=True)):
-        idx = torch.arange(d, device=c.device) - centre[ax]
-        shape = [1] * len(dims)
-        shape[ax] = d
-        mask &= (idx.abs() <= m).reshape(shape)
-    flat = torch.where(mask, c, torch.full_like(c, -torch.inf)).argmax()
-    pos = np.unravel_index(int(flat), dims)
-    out = []
-    for ax, p in enumerate(pos):
-        lo = list(pos)
-        hi = list(pos)
-        lo[ax] = (p - 1) % dims[ax]
-        hi[ax] = (p + 1) % dims[ax]
-        y0, y1, y2 = float(c[tuple(lo)]), float(c[tuple(pos)]), float(c[tuple(hi)])
-        denom = y0 - 2 * y1 + y2
-        frac = 0.5 * (y0 - y2) / denom if denom < 0 else 0.0
-        out.append(p - centre[ax] + max(-0.5, min(0.5, frac)))
-    return tuple(out)
-
-
-def _xcorr_shift(a: torch.Tensor, b: torch.Tensor, max_shift: Sequence[int]) -> tuple[float, ...]:
-    """Shift ``d`` such that ``a(x) ≈ b(x − d)`` (sub-pixel), 1D or 2D."""
-    dims = tuple(range(-a.ndim, 0))
-    fa, fb = torch.fft.fftn(a, dim=dims), torch.fft.fftn(b, dim=dims)
-    cc = torch.fft.ifftn(fa * fb.conj(), dim=dims).real
-    return _peak(cc, max_shift)
-
-
-def _stretch_x(image: torch.Tensor, factor: float) -> torch.Tensor:
-    """``out(u, v) = image(u / factor, v)`` about the centre column (linear interpolation)."""
-    ny, nx = image.shape
-    c = (nx - 1) / 2
-    u = (torch.arange(nx, device=image.device, dtype=image.dtype) - c) / factor + c
-    u0 = u.floor().clamp(0, nx - 1)
-    w = (u - u0).clamp(0, 1)
-    i0 = u0.long()
-    i1 = (i0 + 1).clamp(max=nx - 1)
-    inside = ((u >= 0) & (u <= nx - 1)).to(image.dtype)
-    return (image[:, i0] * (1 - w) + image[:, i1] * w) * inside
-
-
-def axis_profile_score(images: torch.Tensor, angle_deg: float, ref: int, max_lag: int) -> float:
-    """Mean peak correlation of the along-axis profiles with the reference tilt's, for one α."""
-    aligned = raw_to_aligned(images, angle_deg)
-    prof = aligned.sum(dim=-1)  # (n, ny): sum across the axis
-    prof = prof - prof.mean(dim=1, keepdim=True)
-    prof = prof / prof.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    f = torch.fft.fft(prof, dim=-1)
-    cc = torch.fft.ifft(f * f[ref].conj(), dim=-1).real
-    lags = torch.fft.fftfreq(prof.shape[1], d=1.0 / prof.shape[1], device=prof.device).abs()
-    cc = torch.where(lags <= max_lag, cc, torch.full_like(cc, -1.0))
-    return float(cc.max(dim=1).values.mean())
-
-
-def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float, ref: int, *, max_lag: int = 3,
-                  radius_fraction: float = 0.42) -> float:
-    """Mean normalized correlation of every tilt with the reference image compressed by ``cosθ_i/cosθ_ref``
-    perpendicular to a tilt axis at α, in the raw frame, for one α.
-
-    ``images`` are band-passed raw images with their shifts removed. For a thin specimen a tilted view is
-    the untilted one compressed perpendicular to the tilt axis; compressing along a wrong direction adds a
-    shear/rotation of about ``δα·(1 − cosθ)`` that lowers the correlation at high tilt, so each tilt is
-    weighted by ``|1 − cosθ_i/cosθ_ref|`` (its sensitivity to α). Working in the raw
-    frame inside a circle (``radius_fraction · min(ny, nx)``) means no image is rotated, so zero-filled
-    corners never enter. The peak is taken within ``max_lag`` pixels (residual shifts).
-    """
-    n, ny, nx = images.shape
-    dev, dt = images.device, images.dtype
-    a = math.radians(angle_deg)
-    perp = torch.tensor([math.cos(a), math.sin(a)], device=dev, dtype=dt)  # R(α)·x̂ in (x, y)
-    yy, xx = torch.meshgrid(torch.arange(ny, device=dev, dtype=dt) - (ny - 1) / 2,
-                            torch.arange(nx, device=dev, dtype=dt) - (nx - 1) / 2, indexing="ij")
-    r = torch.stack([xx, yy], dim=-1)
-    mask = (radius_fraction * min(ny, nx) + 0.5 - r.norm(dim=-1)).clamp(0, 1)
-    along = (r @ perp)[..., None] * perp
-    cos = np.cos(np.deg2rad(angles_deg))
-    factors = torch.as_tensor(cos / cos[ref], device=dev, dtype=dt)
-    src = r[None] + (1 / factors - 1)[:, None, None, None] * along[None]
-    grid = src / torch.tensor([(nx - 1) / 2, (ny - 1) / 2], device=dev, dtype=dt)
-    refs = torch.nn.functional.grid_sample(images[ref].expand(n, 1, ny, nx), grid, align_corners=True)[:, 0]
-    b = refs * mask
-    c = images * mask
-    b = b - b.mean(dim=(1, 2), keepdim=True)
-    c = c - c.mean(dim=(1, 2), keepdim=True)
-    cc = torch.fft.ifft2(torch.fft.fft2(c) * torch.fft.fft2(b).conj()).real
-    cc = torch.fft.fftshift(cc, dim=(-2, -1))[:, ny // 2 - max_lag : ny // 2 + max_lag + 1,
-                                              nx // 2 - max_lag : nx // 2 + max_lag + 1]
-    norm = (b.norm(dim=(1, 2)) * c.norm(dim=(1, 2))).clamp_min(1e-30)
-    weight = (1 - factors).abs()  # sensitivity to α grows with the compression; the reference has none
-    return float((cc.amax(dim=(1, 2)) / norm * weight).sum() / weight.sum().clamp_min(1e-30))
-
-
-def _parabola_max(grid: np.ndarray, scores: np.ndarray) -> float:
-    k = int(np.argmax(scores))
-    best = float(grid[k])
-    if 0 < k < len(grid) - 1:
-        y0, y1, y2 = scores[k - 1 : k + 2]
-        denom = y0 - 2 * y1 + y2
-        if denom < 0:
-            best += float(grid[1] - grid[0]) * float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
-    return best
-
-
-def refine_tilt_axis(
-    imgs: torch.Tensor, filtered: torch.Tensor, angles_deg: np.ndarray, alpha_deg: float, config: AlignConfig,
-    max_shift: Sequence[int], ref: int,
-) -> tuple[float, np.ndarray]:
-    """Refine α near a first estimate: twice, estimate the shifts at α (:func:`neighbour_shifts`), score
-    ``α ± 6°`` on a 1° grid with :func:`stretch_score` of the shift-corrected, finely band-passed images,
-    and move α to the vertex of a least-squares parabola through the scores (the criterion peaks broadly,
-    so a wide fit is more precise than the best grid point). Returns ``(α, scores (k, 2))``."""
-    alpha = alpha_deg
-    scored: list[tuple[float, float]] = []
-    for _ in range(2):
-        s_uv, _ = neighbour_shifts(raw_to_aligned(filtered, alpha), angles_deg, max_shift,
-                                   neighbours=config.neighbours)
-        fine = _bandpass(shift_images(imgs, uv_to_raw(s_uv, alpha)), config.lowpass_sigma_px,
-                         4 * config.lowpass_sigma_px)
-        offsets = np.arange(-6.0, 6.0 + 1e-9, 1.0)
-        vals = np.array([stretch_score(fine, angles_deg, alpha + float(d), ref) for d in offsets])
-        scored += list(zip((alpha + offsets).tolist(), vals.tolist(), strict=True))
-        c2, c1, _ = np.polyfit(offsets, vals, 2)
-        if c2 < 0:
-            alpha += float(np.clip(-c1 / (2 * c2), offsets[0], offsets[-1]))
-        else:
-            alpha += float(offsets[int(np.argmax(vals))])
-    return alpha, np.asarray(sorted(scored))
-
-
-def search_tilt_axis(
-    images: torch.Tensor, ref: int, *, step_deg: float = 2.0, refine_step_deg: float = 0.1,
-    centre_deg: float | None = None, half_range_deg: float = 90.0,
-) -> tuple[float, np.ndarray]:
-    """Find the tilt-axis angle α maximizing :func:`axis_profile_score`; returns ``(α, scores (k, 2))``.
-
-    The search covers ``centre_deg ± half_range_deg`` (default the whole (−90°, 90°]) on a ``step_deg``
-    grid, then ``± step_deg`` around the best angle at ``refine_step_deg``.
-    """
-    max_lag = int(0.3 * images.shape[-2])
-    c = 0.0 if centre_deg is None else centre_deg
-    coarse = np.arange(c - half_range_deg + step_deg, c + half_range_deg + 1e-9, step_deg)
-    scored = [(float(a), axis_profile_score(images, float(a), ref, max_lag)) for a in coarse]
-    best = max(scored, key=lambda t: t[1])[0]
-    fine = np.arange(best - step_deg, best + step_deg + 1e-9, refine_step_deg)
-    fine_scores = np.array([axis_profile_score(images, float(a), ref, max_lag) for a in fine])
-    scored += list(zip(fine.tolist(), fine_scores.tolist(), strict=True))
-    k = int(np.argmax(fine_scores))
-    best = float(fine[k])
-    if 0 < k < len(fine) - 1:  # parabola through the best grid point and its neighbours
-        y0, y1, y2 = fine_scores[k - 1 : k + 2]
-        denom = y0 - 2 * y1 + y2
-        if denom < 0:
-            best += refine_step_deg * float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
-    wrapped = (best + 90.0) % 180.0 - 90.0
-    if wrapped <= -90.0 + 1e-9:
-        wrapped += 180.0
-    return wrapped, np.asarray(sorted(scored))
-
-
-def cumulative_shifts(
-    aligned: torch.Tensor, angles_deg: np.ndarray, max_shift: Sequence[int], *, stretch: bool = True
-) -> tuple[np.ndarray, int]:
-    """Shifts ``(n, 2)`` (x, y) by neighbour correlation, accumulated from the tilt nearest 0° (shift 0).
-
-    ``aligned`` must be band-pass filtered images. With ``stretch`` they must be in the aligned frame (tilt
-    axis along y) and the image nearer 0° is stretched by ``cosθ_i/cosθ_j`` along x before correlating;
-    without it (tilt axis still unknown) the images are correlated as they are.
-    """
-    order = np.argsort(angles_deg)
-    ref_pos = int(np.argmin(np.abs(angles_deg[order])))
-    shifts = np.zeros((len(angles_deg), 2))
-    cos = np.cos(np.deg2rad(angles_deg))
-    for direction in (1, -1):
-        pos = ref_pos + direction
-        while 0 <= pos < len(order):
-            i, j = int(order[pos]), int(order[pos - direction])
-            factor = float(cos[i] / cos[j]) if stretch else 1.0
-            dv, du = _xcorr_shift(aligned[i], _stretch_x(aligned[j], factor), max_shift)
-            shifts[i, 0] = du + shifts[j, 0] * factor
-            shifts[i, 1] = dv + shifts[j, 1]
-            pos += direction
-    return shifts, int(order[ref_pos])
-
-
-def neighbour_shifts(
-    aligned: torch.Tensor, angles_deg: np.ndarray, max_shift: Sequence[int], *, neighbours: int = 3
-) -> tuple[np.ndarray, int]:
-    """Shifts ``(n, 2)`` (u, v) by stretched correlation of every tilt with its ``neighbours`` nearest
-    neighbours on each side (in angle order), solved jointly by least squares; shift 0 at the tilt nearest 0°.
-
-    ``aligned`` must be band-pass filtered images in the aligned frame (tilt axis along y). For each pair
-    ``(i, j)`` with ``j`` nearer 0°, image ``j`` is stretched by ``f = cosθ_i / cosθ_j`` along u (as IMOD
-    ``tiltxcorr``) and correlated with image ``i``; the measured offset ``(du, dv)`` gives the equations
-    ``s_i,u − f·s_j,u = du`` and ``s_i,v − s_j,v = dv``. With ``neighbours = 1`` this is the classic
-    cumulative chain, whose errors add up like a random walk toward high tilts; the extra pairs tie distant
-    tilts together (cell phantoms, 41 tilts ±60°, 96²/128², clean and Poisson dose 40: mean gauge-free RMS
-    0.26 px → 0.22 px with 3 neighbours, on the default band-pass).
-    """
-    if neighbours < 1:
-        raise ParameterError(f"neighbours {neighbours}: must be ≥ 1")
-    order = np.argsort(angles_deg)
-    n = len(angles_deg)
-    ref = int(order[int(np.argmin(np.abs(angles_deg[order])))])
-    cos = np.cos(np.deg2rad(angles_deg))
-    rows_u, rows_v, rhs = [], [], []
-    for pos in range(n):
-        for k in range(1, neighbours + 1):
-            if pos + k >= n:
-                break
-            i, j = int(order[pos]), int(order[pos + k])
-            if cos[i] > cos[j]:
-                i, j = j, i  # j is the tilt nearer 0°: it is the one compressed
-            factor = float(cos[i] / cos[j])
-            dv, du = _xcorr_shift(aligned[i], _stretch_x(aligned[j], factor), max_shift)
-            rows_u.append(_pair_row(n, i, j, factor))
-            rows_v.append(_pair_row(n, i, j, 1.0))
-            rhs.append((du, dv))
-    gauge = np.zeros((1, n))
-    gauge[0, ref] = 1.0
-    b = np.asarray(rhs)
-    su = np.linalg.lstsq(np.vstack([rows_u, gauge]), np.r_[b[:, 0], 0.0], rcond=None)[0]
-    sv = np.linalg.lstsq(np.vstack([rows_v, gauge]), np.r_[b[:, 1], 0.0], rcond=None)[0]
-    shifts = np.c_[su, sv]
-    return shifts - shifts[ref], ref
-
-
-def _pair_row(n: int, i: int, j: int, factor: float) -> np.ndarray:
-    row = np.zeros(n)
-    row[i] = 1.0
-    row[j] = -factor
-    return row
-
-
-def shift_images(images: torch.Tensor, shifts_uv: np.ndarray) -> torch.Tensor:
-    """``out_i(u, v) = images_i(u + s_u, v + s_v)``: remove shifts by Fourier phase ramps (sub-pixel)."""
-    n, ny, nx = images.shape
-    ky = torch.fft.fftfreq(ny, device=images.device, dtype=torch.float64)[:, None]
-    kx = torch.fft.rfftfreq(nx, device=images.device, dtype=torch.float64)[None, :]
-    s = torch.as_tensor(shifts_uv, dtype=torch.float64, device=images.device)
-    phase = torch.exp(2j * math.pi * (kx[None] * s[:, 0, None, None] + ky[None] * s[:, 1, None, None]))
-    f = torch.fft.rfft2(images.to(torch.float64)) * phase
-    return torch.fft.irfft2(f, s=(ny, nx)).to(images.dtype)
-
-
-def uv_to_raw(shifts_uv: np.ndarray, tilt_axis_angle_deg: float) -> np.ndarray:
-    """Aligned-frame shifts → raw-frame shifts: ``s_raw = R(α)·s_uv``."""
-    a = math.radians(tilt_axis_angle_deg)
-    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    return np.asarray(shifts_uv) @ rot.T
-
-
 def coarse_align(
     stack: np.ndarray | torch.Tensor,
     tilt_angles_deg: Sequence[float] | np.ndarray,
@@ -479,7 +156,9 @@ def coarse_align(
         alpha, scores = search_tilt_axis(fine_band, ref, step_deg=config.axis_search_step_deg,
                                          refine_step_deg=config.axis_refine_step_deg)
         if config.refine_axis:
-            alpha, fine_scores = refine_tilt_axis(imgs, filtered, angles, alpha, config, max_shift, ref)
+            alpha, fine_scores = refine_tilt_axis(imgs, filtered, angles, alpha, max_shift, ref,
+                                                  neighbours=config.neighbours,
+                                                  lowpass_sigma_px=config.lowpass_sigma_px)
             scores = np.concatenate([scores, fine_scores])
             alpha = (alpha + 90.0) % 180.0 - 90.0
             if alpha <= -90.0 + 1e-9:
@@ -512,8 +191,11 @@ __all__ = [
     "axis_profile_score",
     "coarse_align",
     "cumulative_shifts",
+    "fill_regions",
     "neighbour_shifts",
+    "refine_tilt_axis",
     "search_tilt_axis",
+    "stretch_score",
     "shift_images",
     "uv_to_raw",
 ]

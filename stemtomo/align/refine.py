@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stemtomo.align.coarse import _bandpass, _xcorr_shift, shift_images
+from stemtomo.align._filters import _bandpass, _xcorr_shift, shift_images
 from stemtomo.core.projector import forward_project
 from stemtomo.errors import ParameterError
 from stemtomo.recon.filters import angular_weights, filter_rows

