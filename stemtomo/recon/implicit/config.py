@@ -46,9 +46,12 @@ class ReconConfig:
     """Field optimizer: ``adam`` or ``sgd`` (momentum 0.9)."""
     tv: float = 0.005
     """Total-variation weight (voxel and grid fields), on the MSE's scale. Under the NLL it is multiplied by
-    the mean over rays of 1/(2·residual variance at the ray's intensity), measured at the end of the warm-up
-    (``losses.nll_tv_scale``; the harmonic mean, not 1/(2·mean variance), which left Ours under-regularized
-    under signal-dependent noise: paper benchmark 48³, seeds 7/8, Ours 15.84/15.56 → 16.86/16.79 dB)."""
+    the mean over rays of 1/(2·residual variance at the ray's intensity) (``losses.nll_tv_scale``: the
+    harmonic mean, not 1/(2·mean variance), which left Ours under-regularized under signal-dependent
+    noise), measured at the end of the warm-up and again at every validation on the current field, whose
+    residuals approach the noise (at 64³ the warm-up's residuals are mostly model error: scale 50 vs ~70
+    later). Paper benchmark, Ours 3D PSNR: 48³ seeds 7/8 15.84/15.56 → 16.53/16.74 dB, 64³ seed 7
+    16.07 → 16.90 dB (L2Noisy 15.92/15.95 and 15.85)."""
     coarse_to_fine: bool = False
     """Grid field: fade the finer levels in over the first half of training."""
     flow_lr: float = 1e-3

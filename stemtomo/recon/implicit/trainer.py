@@ -5,8 +5,8 @@ checkpoint hooks. The library never prints: progress goes to a callback with one
 "Ours" (METHOD §6, FINDINGS): an L2 warm-up during which the flow is fitted on detached residuals, then
 the flow NLL with the flow trained jointly (gradients zeroed every step, clipped); the TV weight is
 rescaled by the mean over rays of 1/(2·residual variance at the ray's intensity) at the end of the warm-up
-(:func:`~stemtomo.recon.implicit.losses.nll_tv_scale`), so that it sits on the MSE's scale under
-signal-dependent noise too.
+and at every validation (:func:`~stemtomo.recon.implicit.losses.nll_tv_scale`), so that it sits on the
+MSE's scale under signal-dependent noise too.
 """
 
 from __future__ import annotations
@@ -230,7 +230,11 @@ class Trainer:
             st.bad_validations += 1
 
     def evaluate(self, row: dict[str, Any]) -> None:
-        """Validate, select the best model, and log the reference PSNR into ``row``."""
+        """Validate, select the best model, log the reference PSNR into ``row``; under the NLL also
+        re-measure the TV rescale on the current field (its residuals approach the noise as it improves)."""
+        if self.nll and self.state.iteration >= self.cfg.warmup:
+            self.state.tv_scale = self._nll_tv_scale()
+            row["tv_scale"] = self.state.tv_scale
         score = self.validate()
         if score is not None:
             row[f"val_{score_name(self.cfg.method)}"] = score
