@@ -56,17 +56,22 @@ def search_tilt_axis(
     return wrapped, np.asarray(sorted(scored))
 
 
-def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float, ref: int, *, max_lag: int = 3,
-                  radius_fraction: float = 0.42) -> float:
-    """Mean normalized correlation of every tilt with the reference image compressed by ``cosθ_i/cosθ_ref``
-    perpendicular to a tilt axis at α, in the raw frame, for one α.
+def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float, *, partner_fractions: Sequence[float] = (0.0, 0.7),
+                  max_lag: int = 3, radius_fraction: float = 0.42) -> float:
+    """Mean normalized correlation of every tilt ``i`` with its partners ``j`` (for each fraction ``f`` the
+    tilt nearest ``f · θ_i``; ``f = 0``: the tilt nearest 0°) compressed by ``cosθ_i/cosθ_j`` perpendicular to
+    a tilt axis at α, in the raw frame, for one α.
 
-    ``images`` are band-passed raw images with their shifts removed. For a thin specimen a tilted view is
-    the untilted one compressed perpendicular to the tilt axis; compressing along a wrong direction adds a
-    shear/rotation of about ``δα·(1 − cosθ)`` that lowers the correlation at high tilt, so each tilt is
-    weighted by ``|1 − cosθ_i/cosθ_ref|`` (its sensitivity to α). Working in the raw
-    frame inside a circle (``radius_fraction · min(ny, nx)``) means no image is rotated, so zero-filled
-    corners never enter. The peak is taken within ``max_lag`` pixels (residual shifts).
+    ``images`` are band-passed raw images with their shifts removed. For a thin specimen a tilted view is a
+    less tilted one compressed perpendicular to the tilt axis; compressing along a wrong direction adds a
+    shear/rotation of about ``δα·(1 − cosθ_i/cosθ_j)`` that lowers the correlation, so each pair is weighted
+    by ``|1 − cosθ_i/cosθ_j|`` (its sensitivity to α). Partners at a fraction of the angle have less
+    thick-slab parallax than the 0° image but are less robust on small images; both are used. Measured mean
+    |α error| (max) on 12 cell-phantom series (96²/128², clean and Poisson dose 40) and 8 ``simulate``
+    series (64², axes 30°/90°): fractions (0,): 1.11° (2.5°) and 0.90° (1.8°); (0.7,): 0.59° (1.4°) and
+    1.87° (5.9°); (0, 0.7): 0.87° (2.2°) and 1.06° (2.3°). Working in the raw frame inside a circle
+    (``radius_fraction · min(ny, nx)``) means no image is rotated, so zero-filled corners never enter. The
+    peak is taken within ``max_lag`` pixels (residual shifts).
     """
     n, ny, nx = images.shape
     dev, dt = images.device, images.dtype
@@ -78,19 +83,22 @@ def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float
     mask = (radius_fraction * min(ny, nx) + 0.5 - r.norm(dim=-1)).clamp(0, 1)
     along = (r @ perp)[..., None] * perp
     cos = np.cos(np.deg2rad(angles_deg))
-    factors = torch.as_tensor(cos / cos[ref], device=dev, dtype=dt)
+    own = np.concatenate([np.arange(n)] * len(partner_fractions))
+    partner = np.concatenate([[int(np.argmin(np.abs(angles_deg - f * t))) for t in angles_deg]
+                              for f in partner_fractions])
+    factors = torch.as_tensor(cos[own] / cos[partner], device=dev, dtype=dt)
     src = r[None] + (1 / factors - 1)[:, None, None, None] * along[None]
     grid = src / torch.tensor([(nx - 1) / 2, (ny - 1) / 2], device=dev, dtype=dt)
-    refs = torch.nn.functional.grid_sample(images[ref].expand(n, 1, ny, nx), grid, align_corners=True)[:, 0]
+    refs = torch.nn.functional.grid_sample(images[torch.as_tensor(partner, device=dev)][:, None], grid, align_corners=True)[:, 0]
     b = refs * mask
-    c = images * mask
+    c = images[torch.as_tensor(own, device=dev)] * mask
     b = b - b.mean(dim=(1, 2), keepdim=True)
     c = c - c.mean(dim=(1, 2), keepdim=True)
     cc = torch.fft.ifft2(torch.fft.fft2(c) * torch.fft.fft2(b).conj()).real
     cc = torch.fft.fftshift(cc, dim=(-2, -1))[:, ny // 2 - max_lag : ny // 2 + max_lag + 1,
                                               nx // 2 - max_lag : nx // 2 + max_lag + 1]
     norm = (b.norm(dim=(1, 2)) * c.norm(dim=(1, 2))).clamp_min(1e-30)
-    weight = (1 - factors).abs()  # sensitivity to α grows with the compression; the reference has none
+    weight = (1 - factors).abs()  # sensitivity to α grows with the compression; a self-pair has none
     return float((cc.amax(dim=(1, 2)) / norm * weight).sum() / weight.sum().clamp_min(1e-30))
 
 
@@ -107,7 +115,7 @@ def _parabola_max(grid: np.ndarray, scores: np.ndarray) -> float:
 
 def refine_tilt_axis(
     imgs: torch.Tensor, filtered: torch.Tensor, angles_deg: np.ndarray, alpha_deg: float,
-    max_shift: Sequence[int], ref: int, *, neighbours: int = 3, lowpass_sigma_px: float = 1.0,
+    max_shift: Sequence[int], *, neighbours: int = 3, lowpass_sigma_px: float = 1.0,
 ) -> tuple[float, np.ndarray]:
     """Refine α near a first estimate: twice, estimate the shifts at α (:func:`neighbour_shifts`), score
     ``α ± 6°`` on a 1° grid with :func:`stretch_score` of the shift-corrected, finely band-passed images,
@@ -121,7 +129,7 @@ def refine_tilt_axis(
         fine = _bandpass(shift_images(imgs, uv_to_raw(s_uv, alpha)), lowpass_sigma_px,
                          4 * lowpass_sigma_px)
         offsets = np.arange(-6.0, 6.0 + 1e-9, 1.0)
-        vals = np.array([stretch_score(fine, angles_deg, alpha + float(d), ref) for d in offsets])
+        vals = np.array([stretch_score(fine, angles_deg, alpha + float(d)) for d in offsets])
         scored += list(zip((alpha + offsets).tolist(), vals.tolist(), strict=True))
         c2, c1, _ = np.polyfit(offsets, vals, 2)
         if c2 < 0:
