@@ -35,10 +35,11 @@ import numpy as np
 import torch
 
 from stemtomo.core.fields import Field, FieldConfig, build_field, sample_volume
-from stemtomo.errors import InputError, ParameterError
+from stemtomo.errors import ParameterError
 from stemtomo.io import Metadata
 from stemtomo.io.safety import AtomicOutputs
 from stemtomo.io.sidecar import dump_sidecar, sidecar_path
+from stemtomo.io.volume_mmap import MRC_SUFFIXES, RunningStats, open_volume_for_writing, release_pages
 
 DTYPES = {"float32": np.float32, "uint16": np.uint16, "uint8": np.uint8}
 """``--dtype`` choices (what the user asks for; see :func:`storage_dtype` for what is stored)."""
@@ -46,9 +47,6 @@ ENCODINGS = {**DTYPES, "int8": np.int8}
 """Stored encodings: the ``--dtype`` choices plus ``int8`` (8-bit MRC)."""
 _INT_MAX = {"uint16": 65535.0, "uint8": 255.0, "int8": 127.0}
 LAYOUTS = ("xyz", "xzy")
-_MRC_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".ali")
-_IMOD_STAMP = 1146047817
-_IMOD_SIGNED_BYTES, _IMOD_MRC2014_ORIGIN = 1, 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +83,7 @@ def storage_dtype(dtype: str, path: str | os.PathLike[str]) -> str:
     """
     if dtype not in DTYPES:
         raise ParameterError(f"--dtype {dtype!r}: use float32, uint16 or uint8")
-    if dtype == "uint8" and Path(path).suffix.lower() in _MRC_SUFFIXES:
+    if dtype == "uint8" and Path(path).suffix.lower() in MRC_SUFFIXES:
         return "int8"
     return dtype
 
@@ -219,10 +217,10 @@ def write_volume_chunks(
         nz, ny, nx = (s.stop - s.start for s in spec.crop)
     out_shape = (nz, ny, nx) if spec.layout == "xyz" else (ny, nz, nx)
     suffix = path.suffix.lower()
-    stats = _Stats()
+    stats = RunningStats()
     with AtomicOutputs() as out:
         tmp = out.temp(path)
-        arr, closer = _open_mmap(tmp, suffix, out_shape, ENCODINGS[spec.dtype], meta.pixel_size_angstrom)
+        arr, closer = open_volume_for_writing(tmp, suffix, out_shape, ENCODINGS[spec.dtype], meta.pixel_size_angstrom)
         try:
             pending = 0
             for z0 in range(0, nz, chunk_z):
@@ -235,7 +233,7 @@ def write_volume_chunks(
                     arr[:, nz - z1 : nz - z0, :] = block[::-1].transpose(1, 0, 2)
                 pending += block.nbytes
                 if pending >= release_bytes:
-                    _release_pages(arr)
+                    release_pages(arr)
                     pending = 0
                 if progress is not None:
                     progress(z1 - z0)
@@ -244,71 +242,6 @@ def write_volume_chunks(
         m = meta.copy(kind="volume", shape=list(out_shape), axes="zyx" if spec.layout == "xyz" else "yzx")
         out.temp(sidecar_path(path)).write_text(dump_sidecar(m), encoding="utf-8")
     return path
-
-
-class _Stats:
-    """Running min / max / mean / standard deviation of the stored values (float64 sums), so the MRC header
-    statistics need no full-volume temporary (mrcfile's ``update_header_stats`` makes one)."""
-
-    def __init__(self) -> None:
-        self.n, self.total, self.squares = 0, 0.0, 0.0
-        self.lo, self.hi = math.inf, -math.inf
-
-    def add(self, block: np.ndarray) -> None:
-        if block.size == 0:
-            return
-        self.n += block.size
-        self.total += float(np.sum(block, dtype=np.float64))
-        self.squares += float(np.sum(np.square(block, dtype=np.float64)))
-        self.lo, self.hi = min(self.lo, float(np.min(block))), max(self.hi, float(np.max(block)))
-
-    def header(self) -> tuple[float, float, float, float]:
-        """``(dmin, dmax, dmean, rms)`` as mrcfile defines them (rms = standard deviation)."""
-        mean = self.total / max(self.n, 1)
-        return self.lo, self.hi, mean, math.sqrt(max(self.squares / max(self.n, 1) - mean * mean, 0.0))
-
-
-def _release_pages(arr: np.ndarray) -> None:
-    """Write the mapped output's dirty pages back and drop them from this process's resident set, so peak
-    RSS stays bounded by a few chunks whatever the output size (the page cache keeps them)."""
-    import mmap
-
-    flush = getattr(arr, "flush", None)
-    if flush is not None:
-        flush()
-    mm = getattr(arr, "_mmap", None)  # numpy.memmap's mapping (tifffile and mrcfile both return numpy.memmap)
-    if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
-
-
-def _open_mmap(tmp: Path, suffix: str, shape: tuple[int, int, int], dtype: Any,
-               pixel: float | None) -> tuple[Any, Callable[[_Stats], None]]:
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        arr = tifffile.memmap(str(tmp), shape=shape, dtype=dtype, imagej=True,
-                              resolution=(1 / pixel, 1 / pixel) if pixel else None)
-        return arr, lambda stats: _release_pages(arr)
-    if suffix not in _MRC_SUFFIXES:
-        raise InputError(f"{tmp.name}: unknown output type {suffix!r}; use .mrc/.rec/.map or .tif")
-    import mrcfile
-
-    mode = {np.float32: 2, np.uint16: 6, np.int8: 0}[dtype]
-    mrc = mrcfile.new_mmap(str(tmp), shape=shape, mrc_mode=mode, overwrite=True)
-    mrc.set_volume()
-    if pixel:
-        mrc.voxel_size = float(pixel)
-    if mode == 0:  # CONVENTIONS §6: IMOD stamp, flags 4 (MRC2014 origin) + 1 (signed bytes)
-        words = np.array([_IMOD_STAMP, _IMOD_MRC2014_ORIGIN | _IMOD_SIGNED_BYTES], dtype=mrc.header.nversion.dtype)
-        mrc.header.extra2 = bytes(40) + words.tobytes() + bytes(36)  # bytes 152..160 of the header
-
-    def close(stats: _Stats) -> None:
-        h = mrc.header
-        h.dmin, h.dmax, h.dmean, h.rms = (np.float32(v) for v in stats.header())
-        _release_pages(mrc.data)
-        mrc.close()
-
-    return mrc.data, close
 
 
 def slab_planes(spec: ExportSpec) -> tuple[int, int]:
