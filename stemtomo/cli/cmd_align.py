@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
+from stemtomo.cli._common import (
+    ContrastChoice as ContrastOpt,
+)
 from stemtomo.cli._common import (
     DebugOpt,
     DeviceOpt,
@@ -31,11 +33,6 @@ from stemtomo.cli._prepare import (
     prepare_option_values,
     prepare_options,
 )
-
-
-class ContrastOpt(str, Enum):
-    bf = "bf"
-    df = "df"
 
 
 def output_paths(output: Path) -> tuple[Path, Path]:
