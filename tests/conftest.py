@@ -37,3 +37,14 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the duration of a test: the recon, noise and align tests run many small
+    tensor ops, for which two threads on a shared 2-core machine were measured up to ~10x slower. Modules opt in
+    with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

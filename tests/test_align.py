@@ -20,13 +20,7 @@ from stemtomo.simulate.phantoms import cell_phantom
 ANGLES = np.arange(-60.0, 61.0, 3.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Many small FFTs: on the shared, loaded box one thread is faster and far steadier than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rot(deg: float) -> np.ndarray:

@@ -20,14 +20,7 @@ from stemtomo.io import Metadata, read_stack, read_volume, write_image
 from stemtomo.recon.export import load_field
 from stemtomo.recon.implicit import ReconConfig, reconstruct
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box two threads contend and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -15,14 +15,7 @@ from stemtomo.core.projector import forward_project
 from stemtomo.core.render import RenderConfig, line_integrals, render
 from stemtomo.errors import ParameterError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box two threads contend and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -13,14 +13,7 @@ from stemtomo.io import Metadata, read_sidecar, read_stack, write_image
 from stemtomo.noise import GaussianNoiseModel, load_noise_model, save_noise_model
 from stemtomo.noise.synthetic import StemNoiseProcess, smooth_images, stem_noise
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (8x slower measured on the loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

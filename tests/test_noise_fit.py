@@ -14,14 +14,7 @@ from stemtomo.noise.metrics import common_edges, compare, divergences, histogram
 from stemtomo.noise.pairs import heldout_mask, register_pair
 from stemtomo.noise.synthetic import StemNoiseProcess, smooth_images, stem_noise
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (8x slower measured on the loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_divergence_identities() -> None:

@@ -11,14 +11,7 @@ from stemtomo.errors import ParameterError
 from stemtomo.noise import FlowNoiseModel, build_noise_model
 from stemtomo.noise.flow import radial_constrain, radial_forward, radial_inverse
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (8x slower measured on the loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _grid() -> torch.Tensor:

@@ -6,20 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from test_recon_phantom import ANGLES, THICKNESS, clean_series, phantom, poisson_series
 
 from stemtomo.io import Metadata, write_image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box two threads contend and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = ("--iterations", "2", "--rays-per-batch", "128", "--samples", "8", "--val-interval", "1", "--device", "cpu")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from stemtomo.align.xf import format_xf, xf_from_alignment
@@ -19,13 +18,7 @@ FAST = ("--method", "l2", "--iterations", "6", "--rays-per-batch", "256", "--sam
         "--device", "cpu", "--seed", "3")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box two threads contend and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _invoke(*args: object):

@@ -19,14 +19,7 @@ from stemtomo.errors import ModelFileError, ParameterError
 from stemtomo.noise import FlowNoiseModel
 from stemtomo.recon.implicit import ReconConfig, load_resume, psnr_minmax, read_recon_file, reconstruct
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box two threads contend and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CPU = torch.device("cpu")
