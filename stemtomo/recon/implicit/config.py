@@ -86,6 +86,18 @@ class ReconConfig:
     """Stop after this many seconds of training (checkpointed like the end of training)."""
     seed: int = 0
     """Seed of initialization, ray sampling and validation pixels."""
+    precision: str = "fp32"
+    """Field arithmetic: ``fp32``, ``tf32`` (TF32 matmuls on CUDA) or ``bf16`` (bfloat16 autocast of the field;
+    line integrals, image formation and losses stay float32). See :mod:`stemtomo.recon.implicit.accel`."""
+    compile_backend: str | None = None
+    """``torch.compile`` backend for the field (``inductor`` with ``--compile``); None = eager. A backend that
+    fails is dropped with a warning and training continues eagerly."""
+    train_jitter: bool = True
+    """Jitter the stratified samples of the training rays (off: bin centres every step, a fixed quadrature;
+    then a data-parallel run reproduces the single-process run to rounding, which its test checks)."""
+    sync_interval: int = 0
+    """Read the losses back to the host, report progress and check stop requests every N steps; 0 = every
+    step on the CPU (free there) and every 25 steps on a GPU (each read-back waits for the device)."""
 
     def validate(self) -> ReconConfig:
         """Check value ranges; raise :class:`ParameterError` naming the option and the fix."""
@@ -111,6 +123,8 @@ class ReconConfig:
              f"--thickness-px {self.thickness_px}: must be > 0 (the slab thickness in pixels)"),
             (self.max_time_s is None or self.max_time_s > 0, f"--max-time {self.max_time_s}: must be > 0"),
             (self.checkpoint_interval >= 1, f"--checkpoint-interval {self.checkpoint_interval}: must be ≥ 1"),
+            (self.precision in ("fp32", "tf32", "bf16"), f"--precision {self.precision!r}: use fp32, tf32 or bf16"),
+            (self.sync_interval >= 0, f"--sync-interval {self.sync_interval}: must be ≥ 0 (0 = automatic)"),
         ]
         for ok, message in checks:
             if not ok:

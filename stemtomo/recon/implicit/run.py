@@ -27,6 +27,7 @@ from stemtomo.errors import InputError, ModelFileError, ParameterError
 from stemtomo.io import Image, Metadata, write_image, write_text_atomic
 from stemtomo.io.safety import atomic_file
 from stemtomo.noise import FlowNoiseModel, NoiseModel
+from stemtomo.recon.implicit import distributed as D
 from stemtomo.recon.implicit.checkpoint import (
     read_recon_file,
     restore_checkpoint,
@@ -71,8 +72,10 @@ def build_trainer(
     *,
     noise_model: NoiseModel | None = None,
     reference: np.ndarray | None = None,
+    dist: D.DistContext = D.SINGLE,
 ) -> Trainer:
-    """Put the normalized, aligned stack on ``device`` and build field, noise model, rays and trainer.
+    """Put the normalized, aligned stack on ``device`` and build field, noise model, rays and trainer
+    (under DDP every rank calls this with the same arguments and its own ``dist``).
 
     Raises
     ------
@@ -105,7 +108,7 @@ def build_trainer(
         ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)).to(device)
     data = RayData(stack, angles.tolist(), val_every_kth_tilt=cfg.val_every_kth_tilt,
                    val_max_rays=cfg.val_max_rays, seed=cfg.seed)
-    return Trainer(cfg, data, field, noise_model, thickness / 2.0, reference=ref)
+    return Trainer(cfg, data, field, noise_model, thickness / 2.0, reference=ref, dist=dist)
 
 
 def load_resume(outdir: str | os.PathLike[str]) -> tuple[ReconConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -181,18 +184,21 @@ def reconstruct(
     provenance: dict[str, Any] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    dist: D.DistContext = D.SINGLE,
 ) -> ReconResult:
     """Train and (with ``outdir``) write model, checkpoint, preview, train.csv and loss.png.
 
     ``resume`` = (tensors, info) from :func:`load_resume` continues that run exactly. On
-    KeyboardInterrupt the checkpoint is written and the exception propagates.
+    KeyboardInterrupt the checkpoint is written and the exception propagates. Under DDP (``dist``, see
+    :mod:`~stemtomo.recon.implicit.distributed`) every rank trains and only rank 0 writes files; the
+    result's ``outdir`` is None on the other ranks.
     """
-    trainer = build_trainer(image, cfg, device, noise_model=noise_model, reference=reference)
+    trainer = build_trainer(image, cfg, device, noise_model=noise_model, reference=reference, dist=dist)
     if resume is not None:
         restore_checkpoint(trainer, *resume)
         if trainer.state.stopped == "early_stop":  # continuing on purpose: give it a fresh patience
             trainer.state.bad_validations = 0
-    out = Path(outdir) if outdir is not None else None
+    out = Path(outdir) if outdir is not None and dist.is_main else None
     base = _output_meta(image, trainer)
     ckpt = None
     if out is not None:

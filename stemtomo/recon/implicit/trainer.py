@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,9 +25,14 @@ import torch
 from stemtomo.core.fields import Field, sample_volume
 from stemtomo.core.render import render
 from stemtomo.noise import NoiseModel
+from stemtomo.recon.implicit import accel
+from stemtomo.recon.implicit import distributed as D
 from stemtomo.recon.implicit.config import ReconConfig
 from stemtomo.recon.implicit.data import RayData, defocus_sigma_px, jitter_rays
 from stemtomo.recon.implicit.losses import NLL_METHODS, data_loss, flow_fit_loss, nll_tv_scale, score_name
+from stemtomo.recon.implicit.optim import make_optimizer, psnr_minmax
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -41,25 +48,6 @@ class TrainState:
     stopped: str = ""
 
 
-def make_optimizer(kind: str, params: Any, lr: float) -> torch.optim.Optimizer:
-    """Adam or SGD with momentum 0.9 (the paper's two choices)."""
-    params = list(params)
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return torch.optim.Adam(params, lr=lr)
-
-
-def psnr_minmax(volume: torch.Tensor, reference: torch.Tensor) -> float:
-    """3D PSNR (dB) of min–max normalized volumes (METHOD §8.2; for synthetic data)."""
-
-    def mm(x: torch.Tensor) -> torch.Tensor:
-        lo, hi = x.min(), x.max()
-        return (x - lo) / (hi - lo).clamp(min=1e-12)
-
-    mse = float((mm(volume.float()) - mm(reference.float())).square().mean())
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
-
-
 class Trainer:
     """Fit ``field`` (and a trainable noise model) to the rays of ``data``.
 
@@ -72,6 +60,8 @@ class Trainer:
     half_thickness_px : half slab thickness in voxels.
     reference : optional phantom ``(nz, ny, nx)`` on the device; only logged as ``psnr3d``, never used
         for selection.
+    dist : this process's place in a data-parallel run (:mod:`~stemtomo.recon.implicit.distributed`);
+        every rank builds the trainer identically and renders its share of each batch.
     """
 
     def __init__(
@@ -82,8 +72,10 @@ class Trainer:
         noise_model: NoiseModel | None,
         half_thickness_px: float,
         reference: torch.Tensor | None = None,
+        dist: D.DistContext = D.SINGLE,
     ) -> None:
         self.cfg = cfg.validate()
+        self.dist = dist
         self.data, self.field, self.noise_model = data, field, noise_model
         self.half_thickness_px = float(half_thickness_px)
         self.reference = reference
@@ -103,6 +95,12 @@ class Trainer:
         self.best_field = copy.deepcopy(field.state_dict())
         self.best_flow = copy.deepcopy(noise_model.state_dict()) if noise_model is not None else None
         self.theta_max = float(data.theta.abs().max())
+        dev = data.stack.device
+        # one generator for ray indices and jitter in a single process; under DDP the ray generator is shared
+        # (identical on every rank) and each rank's jitter comes from its own, re-seeded every step
+        self.jitter_generator = torch.Generator(device=dev) if dist.enabled else self.generator
+        self.sync_interval = cfg.sync_interval or (1 if dev.type == "cpu" else 25)
+        self._compile_unverified = cfg.compile_backend is not None and accel.compile_module(field, cfg.compile_backend)
 
     # ---- schedule and rendering -------------------------------------------------------------------
     def lr_factor(self, it: int) -> float:
@@ -119,6 +117,13 @@ class Trainer:
     ) -> torch.Tensor:
         """Rendered intensities; with defocus, the mean over jittered sub-rays (blur kernel of the data)."""
         cfg = self.cfg
+        with accel.autocast(cfg.precision, u.device):
+            return self._render(u, v, th, jitter=jitter, generator=generator).float()
+
+    def _render(
+        self, u: torch.Tensor, v: torch.Tensor, th: torch.Tensor, *, jitter: bool, generator: torch.Generator
+    ) -> torch.Tensor:
+        cfg = self.cfg
         if cfg.defocus_max_px <= 0:
             return render(self.field, u, v, th, self.half_thickness_px, cfg.render, jitter=jitter, generator=generator)
         sigma = defocus_sigma_px(u, th, cfg.defocus_max_px, self.theta_max, (self.data.nx - 1) / 2.0)
@@ -132,24 +137,53 @@ class Trainer:
 
     # ---- one step ---------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
-        """One optimizer step on a fresh random batch; returns the step's log row."""
-        cfg, st = self.cfg, self.state
+        """One optimizer step on a fresh random batch; returns the step's log row.
+
+        The row's ``loss`` is a detached 0-d tensor (this rank's share of the batch loss under DDP): reading
+        it would wait for the device, so :meth:`run` reads the losses back every ``sync_interval`` steps.
+        The first step with ``compile_backend`` set falls back to eager when compilation fails.
+        """
+        if not self._compile_unverified:
+            return self._step()
+        gens = [g.get_state() for g in {id(g): g for g in (self.generator, self.jitter_generator)}.values()]
+        try:
+            row = self._step()
+        except Exception as exc:  # compilation errors surface at the first forward/backward
+            log.warning("--compile: the compiled field failed (%s); training continues uncompiled",
+                        accel.describe_failure(exc))
+            accel.uncompile(self.field)
+            for g, state in zip({id(g): g for g in (self.generator, self.jitter_generator)}.values(), gens,
+                                strict=True):
+                g.set_state(state)
+            row = self._step()
+        self._compile_unverified = False
+        return row
+
+    def _step(self) -> dict[str, Any]:
+        cfg, st, dist = self.cfg, self.state, self.dist
         it = st.iteration
         self.field.set_progress(it / cfg.iterations)
         f = self.lr_factor(it)
         for g in self.opt_field.param_groups:
             g["lr"] = cfg.lr * f
         u, v, th, y = self.data.sample(cfg.rays_per_batch, self.generator)
-        pred = self.predict(u, v, th, jitter=True, generator=self.generator)
+        share = 1.0
+        if dist.enabled:  # render this rank's rays; weights make the summed gradients the full batch's
+            sl = dist.share(u.shape[0])
+            u, v, th, y = u[sl], v[sl], th[sl], y[sl]
+            share = u.shape[0] / cfg.rays_per_batch
+            self.jitter_generator.manual_seed((cfg.seed * 1_000_003 + it) * dist.world_size + dist.rank)
+        pred = self.predict(u, v, th, jitter=cfg.train_jitter, generator=self.jitter_generator)
         warm = self.nll and it < cfg.warmup
         loss_data = (pred - y).square().mean() if warm else data_loss(cfg.method, pred, y, self.noise_model)
-        loss = loss_data
+        loss = loss_data * share
         if cfg.tv > 0:
-            loss = loss + cfg.tv * st.tv_scale * self.field.tv()
+            loss = loss + cfg.tv * st.tv_scale * self.field.tv() / dist.world_size
         self.opt_field.zero_grad(set_to_none=True)
         if self.opt_flow is not None:
             self.opt_flow.zero_grad(set_to_none=True)
         loss.backward()
+        D.all_reduce_grads(self.field.parameters(), dist)
         if self.opt_flow is not None and not warm:
             self._flow_step(f)
         self.opt_field.step()
@@ -158,12 +192,12 @@ class Trainer:
             for _ in range(cfg.flow_steps_warmup):
                 self.opt_flow.zero_grad(set_to_none=True)
                 assert self.noise_model is not None
-                flow_fit_loss(self.noise_model, pred, y).backward()
+                (flow_fit_loss(self.noise_model, pred, y) * share).backward()
                 self._flow_step(1.0)
         if self.nll and it == max(cfg.warmup, 1) - 1:
             st.tv_scale = self._nll_tv_scale()
         st.iteration += 1
-        return {"iteration": st.iteration, "loss": float(loss_data.detach()), "lr": cfg.lr * f,
+        return {"iteration": st.iteration, "loss": (loss_data * share).detach(), "lr": cfg.lr * f,
                 "phase": "warmup" if warm else "main"}
 
     @torch.no_grad()
@@ -178,6 +212,7 @@ class Trainer:
 
     def _flow_step(self, lr_factor: float) -> None:
         assert self.opt_flow is not None and self.noise_model is not None
+        D.all_reduce_grads(self.noise_model.parameters(), self.dist)
         for g in self.opt_flow.param_groups:
             g["lr"] = self.cfg.flow_lr * lr_factor
         torch.nn.utils.clip_grad_norm_(self.noise_model.parameters(), self.cfg.flow_clip)
@@ -190,13 +225,16 @@ class Trainer:
         if self.data.val is None:
             return None
         u, v, th, y = self.data.val
-        gen = torch.Generator(device=u.device).manual_seed(self.cfg.seed + 104729)
-        total, n = 0.0, 0
-        for s in range(0, u.shape[0], 4096):
+        gen = torch.Generator(device=u.device).manual_seed(self.cfg.seed + 104729 + self.dist.rank)
+        acc = u.new_zeros(2, dtype=torch.float64)  # (sum of losses, count), summed over the ranks' chunks
+        for i, s in enumerate(range(0, u.shape[0], 4096)):
+            if i % self.dist.world_size != self.dist.rank:
+                continue
             sl = slice(s, s + 4096)
             pred = self.predict(u[sl], v[sl], th[sl], jitter=False, generator=gen)
-            total += float(data_loss(self.cfg.method, pred, y[sl], self.noise_model)) * pred.shape[0]
-            n += pred.shape[0]
+            loss = data_loss(self.cfg.method, pred, y[sl], self.noise_model)
+            acc = acc + torch.stack((loss.double() * pred.shape[0], acc.new_tensor(float(pred.shape[0]))))
+        total, n = D.all_reduce_sum(acc, self.dist).tolist()
         return total / n
 
     def _rescore_best(self) -> float:
@@ -239,7 +277,7 @@ class Trainer:
         if score is not None:
             row[f"val_{score_name(self.cfg.method)}"] = score
         self._select(score)
-        if self.reference is not None:
+        if self.reference is not None and self.dist.is_main:
             with torch.no_grad():
                 s = self.field.volume_shape[2] / self.reference.shape[2]
                 vol = sample_volume(self.field, self.reference.shape, scale=s)
@@ -255,42 +293,96 @@ class Trainer:
         """Train until ``cfg.iterations``, early stopping, ``max_time_s`` or ``should_stop()``.
 
         ``checkpoint(self)`` is called every ``checkpoint_interval`` steps, at the end, and on
-        KeyboardInterrupt (which is then re-raised).
+        KeyboardInterrupt (which is then re-raised). Rows reach ``callback`` (and the history) in groups of
+        ``sync_interval`` steps, with their losses read back in one transfer; the time limit and
+        ``should_stop`` are checked at the same points (and agreed by all ranks under DDP).
         """
         cfg, st = self.cfg, self.state
         t0, e0 = time.monotonic(), st.elapsed_s
         st.stopped = ""
+        pending: list[dict[str, Any]] = []
         try:
-            while st.iteration < cfg.iterations and not st.stopped:
-                row = self.step()
-                last = st.iteration == cfg.iterations
-                if st.iteration % cfg.val_interval == 0 or last:
-                    self.evaluate(row)
-                st.elapsed_s = e0 + time.monotonic() - t0
-                row["time_s"] = st.elapsed_s
-                self.history.append(row)
-                if callback is not None:
-                    callback(row)
-                if cfg.patience and st.bad_validations >= cfg.patience:
-                    st.stopped = "early_stop"
-                elif cfg.max_time_s is not None and st.elapsed_s >= cfg.max_time_s:
-                    st.stopped = "time"
-                elif should_stop is not None and should_stop():
-                    st.stopped = "interrupted"
-                if checkpoint is not None and st.iteration % cfg.checkpoint_interval == 0 and not st.stopped:
-                    checkpoint(self)
+            with accel.matmul_precision(cfg.precision):
+                while st.iteration < cfg.iterations and not st.stopped:
+                    row = self.step()
+                    last = st.iteration == cfg.iterations
+                    validated = st.iteration % cfg.val_interval == 0 or last
+                    if validated:
+                        self._eager_retry(functools.partial(self.evaluate, row))
+                    st.elapsed_s = e0 + time.monotonic() - t0
+                    row["time_s"] = st.elapsed_s
+                    pending.append(row)
+                    due = st.iteration % cfg.checkpoint_interval == 0
+                    if not (validated or due or st.iteration % self.sync_interval == 0):
+                        continue
+                    self._flush(pending, callback)
+                    self._check_stop(should_stop)
+                    if checkpoint is not None and due and not st.stopped:
+                        checkpoint(self)
         except KeyboardInterrupt:
             st.stopped = "interrupted"
+            self._flush(pending, callback, collective=False)  # other ranks may be gone: no collective
             if checkpoint is not None:
                 checkpoint(self)
             raise
+        self._flush(pending, callback)
+        if self.cfg.compile_backend is not None:
+            accel.uncompile(self.field)  # preview, export and reference PSNR run eagerly
         if not st.stopped:
             st.stopped = "done"
         if self.data.val is None or st.best_iteration < 0:
             self._select(None, force=True)  # no (usable) validation: the final model is the result
+        params = list(self.field.parameters()) + (list(self.noise_model.parameters()) if self.noise_model else [])
+        D.check_replicas_equal(params, self.dist)
         if checkpoint is not None:
             checkpoint(self)
         return st
+
+    def _eager_retry(self, fn: Callable[[], None]) -> None:
+        """Run ``fn``; if the compiled field fails on it (new input shapes recompile), retry it eagerly.
+        Validation and selection are idempotent, so a retry from the start is safe."""
+        if not accel.is_compiled(self.field):
+            return fn()
+        try:
+            return fn()
+        except Exception as exc:
+            log.warning("--compile: the compiled field failed in validation (%s); training continues uncompiled",
+                        accel.describe_failure(exc))
+            accel.uncompile(self.field)
+            return fn()
+
+    def _flush(self, pending: list[dict[str, Any]], callback: Callable[[dict[str, Any]], None] | None,
+               collective: bool = True) -> None:
+        """Read the pending rows' losses back in one transfer (summed over the ranks), log and report them."""
+        if not pending:
+            return
+        losses = torch.stack([r["loss"] for r in pending])
+        if collective:
+            losses = D.all_reduce_sum(losses, self.dist)
+        rows = list(pending)
+        pending.clear()
+        for row, value in zip(rows, losses.tolist(), strict=True):
+            row["loss"] = value
+        self.history += rows  # all logged before any callback runs (a callback may raise)
+        if callback is not None:
+            for row in rows:
+                callback(row)
+
+    def _check_stop(self, should_stop: Callable[[], bool] | None) -> None:
+        """Early stop, time limit or a stop request (any rank's request stops every rank)."""
+        cfg, st = self.cfg, self.state
+        if cfg.patience and st.bad_validations >= cfg.patience:
+            st.stopped = "early_stop"  # validation scores are identical on every rank
+            return
+        code = 0
+        if cfg.max_time_s is not None and st.elapsed_s >= cfg.max_time_s:
+            code = 1
+        elif should_stop is not None and should_stop():
+            code = 2
+        if self.dist.enabled:
+            t = torch.tensor([float(code)], device=self.data.stack.device)
+            code = int(D.all_reduce_max(t, self.dist).item())
+        st.stopped = {0: "", 1: "time", 2: "interrupted"}[code]
 
 
 __all__ = ["TrainState", "Trainer", "make_optimizer", "psnr_minmax"]
