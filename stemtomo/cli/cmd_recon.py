@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 DEFAULTS: dict[str, Any] = {
     "iterations": 2000, "rays_per_batch": 1024, "lr": 3e-2, "optimizer": "adam", "tv": 0.005, "flow_lr": 1e-3,
     "flow_optimizer": "adam", "warmup": 50, "val_every_kth_tilt": 7, "val_interval": 50, "patience": 10,
-    "checkpoint_interval": 200, "defocus_rays": 1,
+    "checkpoint_interval": 200, "defocus_rays": 1, "precision": "fp32",
     "field.grid_levels": 4, "field.mlp_width": 256, "render.n_samples": 32, "render.n_importance": 0,
 }
 """Option defaults, literally: the config dataclasses (ReconConfig, FieldConfig, RenderConfig) import torch,
@@ -79,6 +81,8 @@ def recon(
     max_time: Annotated[float | None, typer.Option("--max-time", help="Stop after this many seconds (checkpointed).")] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Phantom volume: logs 3D PSNR to train.csv (never used for selection).")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run whose checkpoint is in this folder (pass the same preparation options as the first run).")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="Field arithmetic: fp32 | tf32 (TF32 matmuls on CUDA) | bf16 (bfloat16 autocast of the field; losses stay float32).")] = _D["precision"],
+    compile_field: Annotated[bool, typer.Option("--compile", help="torch.compile the field (falls back to eager with a warning when compilation fails).")] = False,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
     normalize_tilts: NormalizeTiltsOpt = NormalizeTilts.none,
@@ -94,6 +98,9 @@ def recon(
 
     Raw series: --remove-defects, --normalize-tilts and --xf prepare the images first (in that order, as
     `stemtomo wbp` does); what they did is recorded in the provenance of every output sidecar.
+
+    Several GPUs or nodes: `torchrun --nproc-per-node N -m stemtomo recon ...` trains data-parallel
+    (--rays-per-batch is the total over all ranks; rank 0 writes the outputs).
     """
     setup(quiet, verbose, debug)
     skip = ("quiet", "verbose", "debug", "remove_defects", "defect_threshold", "normalize_tilts", "xf")
@@ -111,7 +118,8 @@ def recon(
         saved, tensors, rinfo = R.load_resume(resume)
         R.check_resume_compatible(saved, method, field)
         _check_resume_preparation(resume, opts)
-        cfg = dataclasses.replace(saved, iterations=iterations or saved.iterations, max_time_s=max_time)
+        cfg = dataclasses.replace(saved, iterations=iterations or saved.iterations, max_time_s=max_time,
+                                  precision=precision, compile_backend="inductor" if compile_field else None)
         resume_state = (tensors, rinfo)
     else:
         cfg = _build_config(opts)
@@ -120,29 +128,53 @@ def recon(
         raise ParameterError(f"--iterations {iterations}: must be ≥ 1")
     same_dir = resume is not None and resume.resolve() == output.resolve()
     check_output_dir(output, R.OUTPUT_NAMES, overwrite or same_dir)
-    dev = resolve_device(device)
-    image, preparation = _prepared_image(tiltseries, angles, prep, contrast, dev)
-    cfg = _with_sidecar_physics(cfg, image.meta, contrast, kappa)
-    nm = _load_noise(noise_model, cfg.method) if noise_model is not None else None
-    ref = read_volume(reference).data if reference is not None else None
-    inputs = [p for p in (tiltseries, noise_model, angles, xf) if p is not None]
-    prov = make_provenance("recon", {**opts, "resolved_config": cfg.to_dict(), "preparation": preparation}, inputs)
-    stop = _StopFlag()
-    with progress("recon", total=cfg.iterations) as advance, stop.installed():
-        if resume_state is not None:
-            advance(int(resume_state[1]["state"]["iteration"]))
+    with _joined_ranks(device, verbose, debug) as (dist, dev):
+        image, preparation = _prepared_image(tiltseries, angles, prep, contrast, dev)
+        cfg = _with_sidecar_physics(cfg, image.meta, contrast, kappa)
+        nm = _load_noise(noise_model, cfg.method) if noise_model is not None else None
+        ref = read_volume(reference).data if reference is not None else None
+        inputs = [p for p in (tiltseries, noise_model, angles, xf) if p is not None]
+        prov = make_provenance("recon", {**opts, "resolved_config": cfg.to_dict(), "preparation": preparation}, inputs)
+        stop = _StopFlag()
+        r = cfg.render
+        samples_per_step = cfg.rays_per_batch * (r.n_samples + r.n_importance) * max(1, cfg.defocus_rays if
+                                                                                     cfg.defocus_max_px > 0 else 1)
+        with progress("recon", total=cfg.iterations) as advance, stop.installed():
+            if resume_state is not None:
+                advance(int(resume_state[1]["state"]["iteration"]))
 
-        def callback(row: dict[str, Any]) -> None:
-            score = next((f"{k}={v:.4g}" for k, v in row.items() if k.startswith("val_")), "")
-            psnr = f" psnr3d={row['psnr3d']:.2f}" if "psnr3d" in row else ""
-            rate = row["iteration"] * cfg.rays_per_batch / max(float(row["time_s"]), 1e-9)
-            advance(1, status=f"loss={row['loss']:.4g} {score}{psnr} {rate:,.0f} rays/s")
+            def callback(row: dict[str, Any]) -> None:
+                score = next((f"{k}={v:.4g}" for k, v in row.items() if k.startswith("val_")), "")
+                psnr = f" psnr3d={row['psnr3d']:.2f}" if "psnr3d" in row else ""
+                rate = row["iteration"] * samples_per_step / max(float(row["time_s"]), 1e-9)
+                advance(1, status=f"loss={row['loss']:.4g} {score}{psnr} {rate:,.0f} samples/s")
 
-        result = R.reconstruct(image, cfg, dev, output, noise_model=nm, reference=ref, resume=resume_state,
-                               provenance=prov, callback=callback, should_stop=stop)
-    st = result.state
-    info(f"recon {cfg.method}/{cfg.field.kind}: {st.iteration} steps ({st.stopped}), best step {st.best_iteration} "
-         f"score {st.best_score:.5g}, {st.elapsed_s:.1f} s → {output}")
+            result = R.reconstruct(image, cfg, dev, output, noise_model=nm, reference=ref, resume=resume_state,
+                                   provenance=prov, callback=callback, should_stop=stop, dist=dist)
+        st = result.state
+        ranks = f" on {dist.world_size} ranks" if dist.enabled else ""
+        info(f"recon {cfg.method}/{cfg.field.kind}: {st.iteration} steps ({st.stopped}){ranks}, best step "
+             f"{st.best_iteration} score {st.best_score:.5g}, {st.elapsed_s:.1f} s → {output}")
+
+
+@contextlib.contextmanager
+def _joined_ranks(device: str, verbose: bool, debug: bool) -> Iterator[tuple[Any, Any]]:
+    """``(DistContext, device)`` for the run: under torchrun join the process group for its duration (ranks > 0
+    stay quiet), else a single process on ``--device``."""
+    from stemtomo.recon.implicit import distributed as D
+
+    if not D.launched_by_torchrun():
+        yield D.SINGLE, resolve_device(device)
+        return
+    ctx, dev = D.init_from_env(device)
+    if not ctx.is_main:
+        setup(True, verbose, debug)
+    try:
+        yield ctx, dev
+    except BaseException:
+        D.shutdown(wait=False)  # the other ranks may never reach a barrier; torchrun stops them
+        raise
+    D.shutdown()
 
 
 def _prepared_image(
@@ -210,7 +242,8 @@ def _build_config(o: dict[str, Any]) -> ReconConfig:
         flow_zero_mean=not o["flow_free_mean"], warmup=o["warmup"], val_every_kth_tilt=o["val_every"],
         val_interval=o["val_interval"], patience=o["patience"], checkpoint_interval=o["checkpoint_interval"],
         defocus_max_px=o["defocus_max_px"], defocus_rays=o["defocus_rays"], thickness_px=o["thickness_px"],
-        max_time_s=o["max_time"], seed=o["seed"],
+        max_time_s=o["max_time"], seed=o["seed"], precision=o["precision"],
+        compile_backend="inductor" if o["compile_field"] else None,
     )
 
 
