@@ -99,6 +99,7 @@ def test_phantom_file_and_overwrite(simulated: Path, workdir: Path, cli) -> None
         (("--scan-correlation", "1.5"), "--scan-correlation"),
         (("--defocus-max-px", "-2"), "--defocus-max-px"),
         (("--phantom", "blob"), "--phantom"),
+        (("--tilt-axis-angle", "400"), "--tilt-axis-angle 400.0: must be a finite angle within ±180°"),
         (("--noise-model", "missing.safetensors"), "no such file"),
     ],
 )

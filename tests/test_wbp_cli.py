@@ -98,13 +98,15 @@ def test_sirt_smoke(workdir: Path, cli) -> None:
         (["--bin", "0"], "--bin 0"),
         (["--relaxation", "2.5"], "--relaxation 2.5"),
         (["--thickness-px", "30", "--nz", "10"], "larger than --nz"),
+        (["--tilt-axis-angle", "nan"], "--tilt-axis-angle nan: must be a finite angle within ±180°"),  # was exit 70
+        (["--tilt-axis-angle", "400"], "--tilt-axis-angle 400"),
     ],
 )
 def test_bad_options(workdir: Path, cli, args: list[str], message: str) -> None:
     write_series(workdir / "ts.mrc")
     res = cli("wbp", "ts.mrc", "-o", "out.mrc", *args)
     assert res.exit_code == 1
-    assert message in res.output
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr
     assert not (workdir / "out.mrc").exists() and not (workdir / "out.mrc.yaml").exists()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stemtomo.errors import InputError
+from stemtomo.errors import InputError, ParameterError
 from stemtomo.io.angles import find_angle_file, read_angle_file
 from stemtomo.io.mrc import MRC_SUFFIXES, MrcHeaderInfo, read_mrc, write_mrc
 from stemtomo.io.safety import AtomicOutputs, check_output
@@ -220,7 +221,10 @@ def _resolve_pixel(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[st
 def _resolve_axis(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[str, str],
                   explicit: float | None) -> None:
     if explicit is not None:
-        meta.tilt_axis_angle_deg, sources["tilt_axis_angle_deg"] = float(explicit), "--tilt-axis-angle"
+        a = float(explicit)
+        if not (math.isfinite(a) and abs(a) <= 180.0):
+            raise ParameterError(f"--tilt-axis-angle {explicit!r}: must be a finite angle within ±180° (degrees)")
+        meta.tilt_axis_angle_deg, sources["tilt_axis_angle_deg"] = a, "--tilt-axis-angle"
         return
     if "tilt_axis_angle_deg" in keys:
         sources["tilt_axis_angle_deg"] = "sidecar"

@@ -156,8 +156,10 @@ class SimulationConfig:
             raise ParameterError(
                 f"--pixel-size-angstrom {self.pixel_size_angstrom!r}: must be a positive number"
             )
-        if not math.isfinite(self.tilt_axis_angle_deg):
-            raise ParameterError(f"--tilt-axis-angle {self.tilt_axis_angle_deg!r}: must be a finite angle in degrees")
+        if not (math.isfinite(self.tilt_axis_angle_deg) and abs(self.tilt_axis_angle_deg) <= 180.0):
+            raise ParameterError(
+                f"--tilt-axis-angle {self.tilt_axis_angle_deg!r}: must be a finite angle within ±180° (degrees)"
+            )
         if not (math.isfinite(self.shift_sigma_px) and self.shift_sigma_px >= 0):
             raise ParameterError(f"--shift-sigma-px {self.shift_sigma_px!r}: must be a number ≥ 0 (0 = off)")
         self.noise.validate()
