@@ -163,6 +163,11 @@ class SimulationConfig:
         if not (math.isfinite(self.shift_sigma_px) and self.shift_sigma_px >= 0):
             raise ParameterError(f"--shift-sigma-px {self.shift_sigma_px!r}: must be a number ≥ 0 (0 = off)")
         self.noise.validate()
+        if self.noise_model is not None and (self.noise.active or self.noise.scan_correlation > 0):
+            raise ParameterError(
+                "--noise-model replaces the parametric noise: give either --noise-model or "
+                "--dose/--read-noise/--scan-correlation, not both"
+            )
         self.angles()
 
     def default_thickness(self, nz: int) -> float:
