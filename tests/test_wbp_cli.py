@@ -120,6 +120,10 @@ def test_bad_inputs(workdir: Path, cli) -> None:
     write_series(workdir / "one.mrc", angles=np.array([0.0]))
     res = cli("wbp", "one.mrc", "-o", "out.mrc")
     assert res.exit_code == 1 and "≥ 2 images" in res.output
+    write_image("flat.mrc", np.full((29, 24, 32), 0.7, np.float32),  # the error line named no file
+                Metadata(kind="tilt_series", tilt_angles_deg=[float(a) for a in ANGLES]))
+    res = cli("wbp", "flat.mrc", "-o", "out.mrc")
+    assert res.exit_code == 1 and "flat.mrc: every pixel is 0.7; a constant stack" in res.output
     write_image("vol.mrc", block_phantom(), Metadata(kind="volume"))
     res = cli("wbp", "vol.mrc", "-o", "out.mrc")
     assert res.exit_code == 1 and "expected a tilt series" in res.output

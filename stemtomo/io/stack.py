@@ -102,6 +102,12 @@ def check_finite(data: np.ndarray, path: Path | None, *, allow: bool = False) ->
     return bad
 
 
+def check_not_constant(data: np.ndarray, path: Path | None) -> None:
+    """Raise :class:`InputError` naming the file if all values are equal (nothing to reconstruct or add noise to)."""
+    if data.size and float(data.min()) == float(data.max()):
+        raise InputError(f"{path}: every pixel is {float(data.min()):g}; a constant stack holds no image information")
+
+
 def _sidecar_meta(path: Path, data: np.ndarray, kind: str) -> tuple[Metadata, set[str]]:
     """The sidecar's metadata (or defaults) and the keys it set, cross-checked against the array."""
     raw = load_sidecar_dict(path)
@@ -382,6 +388,7 @@ __all__ = [
     "Image",
     "check_angle_count",
     "check_finite",
+    "check_not_constant",
     "read_array",
     "read_stack",
     "read_volume",
