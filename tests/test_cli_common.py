@@ -27,6 +27,7 @@ RAISES = {
     "input": lambda: InputError("ts.mrc: 3 tilt angles but 4 images; the counts must match"),
     "multiline": lambda: InputError("first line\nsecond line"),
     "markup": lambda: InputError("run[1].mrc: [bold]not markup[/bold]"),
+    "emoji": lambda: InputError("--tilts 'a:b:c': expected START:STOP:STEP in :smile: degrees"),
     "oserror": lambda: OSError(errno.ENOSPC, "No space left on device", "out.mrc"),
     "internal": lambda: RuntimeError("boom"),
     "usage": lambda: typer.BadParameter("--iterations must be > 0"),
@@ -68,6 +69,7 @@ def run():
         ("input", 1, "error: ts.mrc: 3 tilt angles but 4 images; the counts must match"),
         ("multiline", 1, "error: first line second line"),
         ("markup", 1, "error: run[1].mrc: [bold]not markup[/bold]"),  # printed literally, not styled away
+        ("emoji", 1, "error: --tilts 'a:b:c': expected START:STOP:STEP in :smile: degrees"),  # no emoji codes
         ("oserror", 1, "error: out.mrc: No space left on device"),
         ("internal", 70, "error: internal error: RuntimeError: boom (rerun with --debug for the traceback)"),
         ("memory", 1, "error: out of memory; use a smaller input, --device cpu, or a machine with more memory"),
@@ -120,8 +122,8 @@ def test_device_names(run) -> None:
 
 
 def test_warn_is_one_literal_line(capsys: pytest.CaptureFixture[str]) -> None:
-    warn("a.mrc: [red]7[/red] NaN values\nsecond")
-    assert capsys.readouterr().err == "warning: a.mrc: [red]7[/red] NaN values second\n"
+    warn("a:b:c.mrc: [red]7[/red] NaN values\nsecond")
+    assert capsys.readouterr().err == "warning: a:b:c.mrc: [red]7[/red] NaN values second\n"
     setup(quiet=True)
     try:
         warn("hidden")

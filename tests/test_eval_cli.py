@@ -93,6 +93,10 @@ def test_slab_only_takes_the_thickness_from_the_reference_sidecar(run, data: dic
     assert ok.exit_code == 0  # the reference vol.mrc has no thickness, but ref.mrc (the VOLUME here) has one
     none = run("vol.mrc", "-r", "flipped.mrc", "--slab-only", "--projections", "0")
     assert none.exit_code == 1 and "--thickness-px" in none.stderr
+    zero = run("vol.mrc", "-r", "ref.mrc", "--slab-only", "--thickness-px", "0", "--projections", "0")
+    assert zero.exit_code == 1  # the message named a non-existent option --thickness
+    assert zero.stderr.strip().splitlines() == ["error: --thickness-px 0: the slab thickness must be a positive "
+                                                "number of voxels"]
 
 
 def test_mask_file(run, data: dict[str, np.ndarray]) -> None:

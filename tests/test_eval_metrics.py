@@ -124,7 +124,7 @@ def test_metric_errors() -> None:
         mask = np.zeros((9, 9, 9), bool)
         mask[0] = True  # only border voxels: no full window is centred there
         ssim(np.zeros((9, 9, 9)), np.zeros((9, 9, 9)), mask=mask)
-    with pytest.raises(ParameterError, match="must be positive"):
+    with pytest.raises(ParameterError, match="--thickness-px 0: the slab thickness must be a positive number"):
         slab_mask((8, 8, 8), 0.0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mrcfile
@@ -120,3 +121,22 @@ def test_export_refuses_non_models_and_volume_only_options(cli, workdir: Path) -
     Path("fake.safetensors.yaml").write_text("kind: noise_model\n")
     r = cli("export", "fake.safetensors", "-o", "f.mrc")
     assert r.exit_code == 1 and "expected a 'model' file" in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "output", "message"),
+    [
+        (("--bin", "30"), "o.mrc", "--bin 30: larger than the volume (24×24×24 zyx); use at most 24"),  # was exit 70
+        (("--bin", "0"), "o.mrc", "--bin 0: must be ≥ 1"),
+        ((), "o.xyz", "o.xyz: unknown output type '.xyz'; use .mrc/.rec/.map or .tif"),  # named the temporary file
+    ],
+)
+def test_volume_conversion_bad_input_is_one_line_and_writes_nothing(
+    cli, workdir: Path, args: tuple[str, ...], output: str, message: str
+) -> None:
+    write_image("v.mrc", phantom(), Metadata(kind="volume"))
+    before = set(os.listdir(workdir))
+    r = cli("export", "v.mrc", "-o", output, *args)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip().splitlines() == [f"error: {message}"]
+    assert set(os.listdir(workdir)) == before

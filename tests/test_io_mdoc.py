@@ -117,6 +117,15 @@ def test_angle_file_parsing(workdir: Path) -> None:
         read_angle_file(f)
     with pytest.raises(InputError, match="angle file not found"):
         read_angle_file(workdir / "missing.tlt")
+    f.write_text("0\n" + "x" * 5000 + "\n")  # the message shows the start of a bad line, not all of it
+    with pytest.raises(InputError, match=r"ts.rawtlt:2: 'x{40}…' is not a tilt angle in degrees$"):
+        read_angle_file(f)
+
+
+def test_binary_file_passed_as_angle_file(workdir: Path) -> None:
+    write_image("ts.mrc", np.zeros((3, 4, 4), np.float32), Metadata(kind="tilt_series"))
+    with pytest.raises(InputError, match=r"^ts.mrc: binary data, not an angle file \(text, one angle"):
+        read_angle_file("ts.mrc")  # was: the whole 1 kB header quoted in the error line
 
 
 def test_tlt_preferred_over_rawtlt(workdir: Path) -> None:

@@ -141,3 +141,9 @@ def test_bad_input_is_one_line_exit_1_and_writes_nothing(cli, workdir: Path, pai
     sc.write_text(original.replace("schema_version: '1.0'", "schema_version: '9.0'"))
     _assert_refused(cli("noise", "sample", "clean.mrc", "--model", "g.safetensors", "-o", "s.mrc"), "newer",
                     workdir, before)
+    sc.write_text(original)  # a constant clean stack: the error line names it (it named no file)
+    write_image("flat.mrc", np.full((2, 8, 8), 0.4, np.float32), Metadata())
+    before = {p.name for p in workdir.iterdir()}
+    _assert_refused(cli("noise", "sample", "flat.mrc", "--model", "g.safetensors", "-o", "s.mrc"),
+                    "error: flat.mrc: every pixel is 0.4; a constant stack holds no image information",
+                    workdir, before)

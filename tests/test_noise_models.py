@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from stemtomo.errors import ModelFileError
+from stemtomo.io import Metadata, write_image
 from stemtomo.noise import (
     FlowNoiseModel,
     GaussianNoiseModel,
@@ -122,9 +123,24 @@ def test_pickled_payload_is_refused_and_never_runs(workdir: Path, name: str) -> 
     with open(path, "wb") as fh:
         pickle.dump({"uncond": _Payload()}, fh)
     _noise_sidecar(path)
-    with pytest.raises(ModelFileError, match="refused to load|not a valid safetensors"):
+    with pytest.raises(ModelFileError, match="refused to load|not a valid safetensors") as err:
         load_noise_model(path)
+    assert "weights_only" not in str(err.value)  # torch's advice to retry unsafely is not passed on
     assert not (workdir / "PWNED").exists()
+
+
+def test_pickled_payload_through_the_cli_is_one_line(workdir: Path, cli) -> None:
+    with open("evil.pt", "wb") as fh:
+        pickle.dump({"uncond": _Payload()}, fh, protocol=4)  # torch also warns about the protocol
+    _noise_sidecar(workdir / "evil.pt")
+    write_image("clean.mrc", np.random.default_rng(0).random((2, 8, 8), dtype=np.float32), Metadata(kind="tilt_series"))
+    res = cli("noise", "sample", "clean.mrc", "--model", "evil.pt", "-o", "noisy.mrc")
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [
+        "error: evil.pt: refused to load: it is not a plain tensor file (it holds pickled objects or is damaged); "
+        "model files must hold tensors only: use the .safetensors file stemtomo wrote"
+    ]
+    assert not (workdir / "PWNED").exists() and not (workdir / "noisy.mrc").exists()
 
 
 def test_model_file_of_wrong_kind_or_newer_schema_is_refused(workdir: Path) -> None:

@@ -99,6 +99,7 @@ def test_phantom_file_and_overwrite(simulated: Path, workdir: Path, cli) -> None
         (("--scan-correlation", "1.5"), "--scan-correlation"),
         (("--defocus-max-px", "-2"), "--defocus-max-px"),
         (("--phantom", "blob"), "--phantom"),
+        (("--tilt-axis-angle", "400"), "--tilt-axis-angle 400.0: must be a finite angle within ±180°"),
         (("--noise-model", "missing.safetensors"), "no such file"),
     ],
 )
@@ -136,3 +137,17 @@ def test_raw_frame_and_shift_sidecar(workdir: Path, cli) -> None:
         assert meta.tilt_axis_angle_deg == 90.0
         assert np.asarray(meta.extra["shifts_px"]).shape == (3, 2)
     assert "shifts_px" not in read_volume(workdir / "raw" / "phantom.mrc").meta.extra
+
+
+def test_noise_model_and_parametric_noise_are_alternatives(workdir: Path, cli) -> None:
+    from stemtomo.noise import GaussianNoiseModel, save_noise_model
+
+    save_noise_model(workdir / "m.safetensors", GaussianNoiseModel())
+    res = cli("simulate", "-o", "out", "--size", "16", "--tilts", "-20:20:20", "--noise-model", "m.safetensors",
+              "--dose", "10")  # the dose was silently ignored, yet recorded in noisy.mrc.yaml
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [
+        "error: --noise-model replaces the parametric noise: give either --noise-model or "
+        "--dose/--read-noise/--scan-correlation, not both"
+    ]
+    assert not (workdir / "out").exists()

@@ -98,13 +98,15 @@ def test_sirt_smoke(workdir: Path, cli) -> None:
         (["--bin", "0"], "--bin 0"),
         (["--relaxation", "2.5"], "--relaxation 2.5"),
         (["--thickness-px", "30", "--nz", "10"], "larger than --nz"),
+        (["--tilt-axis-angle", "nan"], "--tilt-axis-angle nan: must be a finite angle within ±180°"),  # was exit 70
+        (["--tilt-axis-angle", "400"], "--tilt-axis-angle 400"),
     ],
 )
 def test_bad_options(workdir: Path, cli, args: list[str], message: str) -> None:
     write_series(workdir / "ts.mrc")
     res = cli("wbp", "ts.mrc", "-o", "out.mrc", *args)
     assert res.exit_code == 1
-    assert message in res.output
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr
     assert not (workdir / "out.mrc").exists() and not (workdir / "out.mrc.yaml").exists()
 
 
@@ -118,6 +120,10 @@ def test_bad_inputs(workdir: Path, cli) -> None:
     write_series(workdir / "one.mrc", angles=np.array([0.0]))
     res = cli("wbp", "one.mrc", "-o", "out.mrc")
     assert res.exit_code == 1 and "≥ 2 images" in res.output
+    write_image("flat.mrc", np.full((29, 24, 32), 0.7, np.float32),  # the error line named no file
+                Metadata(kind="tilt_series", tilt_angles_deg=[float(a) for a in ANGLES]))
+    res = cli("wbp", "flat.mrc", "-o", "out.mrc")
+    assert res.exit_code == 1 and "flat.mrc: every pixel is 0.7; a constant stack" in res.output
     write_image("vol.mrc", block_phantom(), Metadata(kind="volume"))
     res = cli("wbp", "vol.mrc", "-o", "out.mrc")
     assert res.exit_code == 1 and "expected a tilt series" in res.output

@@ -47,13 +47,17 @@ STATE = _State()
 
 
 def console() -> Console:
-    """The CLI's console (stderr, so stdout stays clean for ``--json`` and pipes)."""
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    """The CLI's console (stderr, so stdout stays clean for ``--json`` and pipes).
+
+    ``emoji=False``: rich would otherwise turn ``:b:`` in a file name or option value (``--tilts a:b:c``)
+    into an emoji, which :func:`rich.markup.escape` does not prevent.
+    """
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def stdout_console() -> Console:
-    """A console on stdout for tables and JSON the user asked for."""
-    return Console(highlight=False, soft_wrap=True)
+    """A console on stdout for tables and JSON the user asked for (no emoji codes, see :func:`console`)."""
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 class ContrastChoice(str, Enum):

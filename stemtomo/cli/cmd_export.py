@@ -114,9 +114,7 @@ def _convert(source: Path, output: Path, bin_factor: int, shape: str | None, cro
     if shape is not None:
         raise ParameterError("--shape needs a trained model; for a volume use --bin and --crop")
     img = read_volume(source)
-    vol = E.bin_volume(img.data, bin_factor) if bin_factor > 1 else img.data
-    if bin_factor < 1:
-        raise ParameterError(f"--bin {bin_factor}: must be ≥ 1")
+    vol = E.bin_volume(img.data, bin_factor)
     lo, hi = float(vol.min()), float(vol.max())
     in_unit = 0.0 <= lo and hi <= 1.0
     if dtype != "float32" and not in_unit:

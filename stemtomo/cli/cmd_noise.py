@@ -227,12 +227,14 @@ def sample(
 
     from stemtomo.core.imaging import normalized_intensities
     from stemtomo.io import check_output, make_provenance, read_stack, write_image
+    from stemtomo.io.stack import check_not_constant
     from stemtomo.noise import load_noise_model
     from stemtomo.noise.metrics import sample_model
 
     check_output(output, overwrite)
     noise_model = load_noise_model(model)
     img = read_stack(clean)
+    check_not_constant(img.data, img.path)
     dev = resolve_device(device)
     data, norm = normalized_intensities(img.data, img.meta.normalization)
     noisy = data + sample_model(noise_model.to(dev), data, seed=seed)

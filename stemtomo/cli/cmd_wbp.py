@@ -138,6 +138,7 @@ def _run(
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.errors import InputError
     from stemtomo.io import Metadata, make_provenance, read_stack, write_image
+    from stemtomo.io.stack import check_not_constant
     from stemtomo.preprocess.pipeline import prepare_tilt_series
     from stemtomo.recon.wbp import half_set_indices, line_integrals_from_stack, reconstruct
 
@@ -146,6 +147,7 @@ def _run(
     tilts = image.tilt_angles_deg
     if tilts.size < 2:
         raise InputError(f"{tilt_series}: {tilts.size} projection; a reconstruction needs a tilt series of ≥ 2 images")
+    check_not_constant(image.data, image.path)
     contrast = contrast or image.meta.contrast or "bf"
     stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
     meta = apply_records(image.meta, records)

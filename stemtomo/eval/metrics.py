@@ -192,8 +192,8 @@ def slab_mask(shape: tuple[int, ...], thickness_px: float) -> np.ndarray:
     ParameterError
         If the thickness is not positive.
     """
-    if not thickness_px > 0:
-        raise ParameterError(f"slab thickness {thickness_px!r} px must be positive; pass --thickness")
+    if not (math.isfinite(thickness_px) and thickness_px > 0):
+        raise ParameterError(f"--thickness-px {thickness_px:g}: the slab thickness must be a positive number of voxels")
     nz = shape[0]
     z = np.arange(nz) - (nz - 1) / 2.0
     inside = np.abs(z) <= thickness_px / 2.0 + 1e-9

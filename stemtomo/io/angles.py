@@ -26,15 +26,19 @@ def read_angle_file(path: str | os.PathLike[str]) -> list[float]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: angle file not found; check the path or pass --angles")
+    raw = p.read_bytes()
+    if b"\0" in raw[:4096]:  # an image stack (or other binary file) passed as --angles
+        raise InputError(f"{p}: binary data, not an angle file (text, one angle in degrees per line)")
     angles: list[float] = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
             value = float(text.replace(",", " ").split()[0])
         except ValueError:
-            raise InputError(f"{p}:{lineno}: {line.strip()!r} is not a tilt angle in degrees") from None
+            shown = line.strip() if len(line.strip()) <= 40 else line.strip()[:40] + "…"
+            raise InputError(f"{p}:{lineno}: {shown!r} is not a tilt angle in degrees") from None
         if not np.isfinite(value):
             raise InputError(f"{p}:{lineno}: tilt angle {value} is not finite")
         angles.append(value)

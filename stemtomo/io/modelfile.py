@@ -7,6 +7,7 @@ accepted through ``torch.load(weights_only=True)``, which refuses pickled object
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,14 @@ def _load_tensors(p: Path) -> dict[str, Any]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelFileError(f"{p}: not a valid safetensors file ({exc})") from None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError/RuntimeError subclasses here
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: one line only
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises UnpicklingError/RuntimeError subclasses here
+        # torch's own message suggests retrying with weights_only=False, i.e. running the file's code: not repeated
         raise ModelFileError(
-            f"{p}: refused to load: not a plain tensor file ({first}); model files must hold tensors only"
+            f"{p}: refused to load: it is not a plain tensor file (it holds pickled objects or is damaged); "
+            "model files must hold tensors only: use the .safetensors file stemtomo wrote"
         ) from None
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelFileError(f"{p}: expected a dictionary of tensors (a state_dict)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stemtomo.errors import InputError
+from stemtomo.errors import InputError, ParameterError
 from stemtomo.io.angles import find_angle_file, read_angle_file
 from stemtomo.io.mrc import MRC_SUFFIXES, MrcHeaderInfo, read_mrc, write_mrc
 from stemtomo.io.safety import AtomicOutputs, check_output
@@ -99,6 +100,12 @@ def check_finite(data: np.ndarray, path: Path | None, *, allow: bool = False) ->
     if bad:
         log.warning("%s: %d NaN/Inf values in the data", path, bad)
     return bad
+
+
+def check_not_constant(data: np.ndarray, path: Path | None) -> None:
+    """Raise :class:`InputError` naming the file if all values are equal (nothing to reconstruct or add noise to)."""
+    if data.size and float(data.min()) == float(data.max()):
+        raise InputError(f"{path}: every pixel is {float(data.min()):g}; a constant stack holds no image information")
 
 
 def _sidecar_meta(path: Path, data: np.ndarray, kind: str) -> tuple[Metadata, set[str]]:
@@ -220,7 +227,10 @@ def _resolve_pixel(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[st
 def _resolve_axis(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[str, str],
                   explicit: float | None) -> None:
     if explicit is not None:
-        meta.tilt_axis_angle_deg, sources["tilt_axis_angle_deg"] = float(explicit), "--tilt-axis-angle"
+        a = float(explicit)
+        if not (math.isfinite(a) and abs(a) <= 180.0):
+            raise ParameterError(f"--tilt-axis-angle {explicit!r}: must be a finite angle within ±180° (degrees)")
+        meta.tilt_axis_angle_deg, sources["tilt_axis_angle_deg"] = a, "--tilt-axis-angle"
         return
     if "tilt_axis_angle_deg" in keys:
         sources["tilt_axis_angle_deg"] = "sidecar"
@@ -378,6 +388,7 @@ __all__ = [
     "Image",
     "check_angle_count",
     "check_finite",
+    "check_not_constant",
     "read_array",
     "read_stack",
     "read_volume",

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from stemtomo.core.fields import Field, FieldConfig, build_field, sample_volume
-from stemtomo.errors import ParameterError
+from stemtomo.errors import InputError, ParameterError
 from stemtomo.io import Metadata
 from stemtomo.io.safety import AtomicOutputs
 from stemtomo.io.sidecar import dump_sidecar, sidecar_path
@@ -206,6 +206,8 @@ def write_volume_chunks(
     InputError
         Unknown output suffix.
     """
+    if path.suffix.lower() not in (*MRC_SUFFIXES, ".tif", ".tiff"):  # before the temporary file gets a name
+        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .mrc/.rec/.map or .tif")
     if spec.dtype not in ENCODINGS:
         raise ParameterError(f"--dtype {spec.dtype!r}: use float32, uint16 or uint8")
     if spec.dtype in ("int8", "uint8") and storage_dtype("uint8", path) != spec.dtype:
@@ -288,7 +290,18 @@ def slab_half_thickness(field: Field, meta: Metadata, info: dict[str, Any]) -> f
 
 
 def bin_volume(volume: np.ndarray, factor: int) -> np.ndarray:
-    """Block-mean binning ``(nz, ny, nx)`` → ``(nz//f, ny//f, nx//f)`` (edge remainders dropped)."""
+    """Block-mean binning ``(nz, ny, nx)`` → ``(nz//f, ny//f, nx//f)`` (edge remainders dropped).
+
+    Raises
+    ------
+    ParameterError
+        ``factor`` < 1, or larger than the smallest axis (nothing would be left of it).
+    """
+    if factor < 1:
+        raise ParameterError(f"--bin {factor}: must be ≥ 1")
+    if factor > min(volume.shape):
+        shape = "×".join(str(n) for n in volume.shape)
+        raise ParameterError(f"--bin {factor}: larger than the volume ({shape} zyx); use at most {min(volume.shape)}")
     if factor == 1:
         return volume
     t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]

@@ -156,11 +156,18 @@ class SimulationConfig:
             raise ParameterError(
                 f"--pixel-size-angstrom {self.pixel_size_angstrom!r}: must be a positive number"
             )
-        if not math.isfinite(self.tilt_axis_angle_deg):
-            raise ParameterError(f"--tilt-axis-angle {self.tilt_axis_angle_deg!r}: must be a finite angle in degrees")
+        if not (math.isfinite(self.tilt_axis_angle_deg) and abs(self.tilt_axis_angle_deg) <= 180.0):
+            raise ParameterError(
+                f"--tilt-axis-angle {self.tilt_axis_angle_deg!r}: must be a finite angle within ±180° (degrees)"
+            )
         if not (math.isfinite(self.shift_sigma_px) and self.shift_sigma_px >= 0):
             raise ParameterError(f"--shift-sigma-px {self.shift_sigma_px!r}: must be a number ≥ 0 (0 = off)")
         self.noise.validate()
+        if self.noise_model is not None and (self.noise.active or self.noise.scan_correlation > 0):
+            raise ParameterError(
+                "--noise-model replaces the parametric noise: give either --noise-model or "
+                "--dose/--read-noise/--scan-correlation, not both"
+            )
         self.angles()
 
     def default_thickness(self, nz: int) -> float:
