@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -19,6 +20,14 @@ from stemtomo.recon.implicit.run import reconstruct
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def warnings_log(caplog, monkeypatch):
+    """caplog that sees stemtomo's warnings even after a CLI test set the logger quiet and non-propagating."""
+    monkeypatch.setattr(logging.getLogger("stemtomo"), "propagate", True)
+    caplog.set_level(logging.WARNING, logger="stemtomo")
+    return caplog
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,7 @@ def _failing_backend(gm, example_inputs):  # a torch.compile backend that cannot
     raise RuntimeError("no compiler here")
 
 
-def test_a_failing_compile_backend_falls_back_to_the_eager_result(image, caplog) -> None:
+def test_a_failing_compile_backend_falls_back_to_the_eager_result(image, warnings_log) -> None:
     torch._dynamo.reset()
     torch._dynamo.register_backend(name="stemtomo_test_fails")(_failing_backend)
     eager = reconstruct(image, cfg(), CPU)
@@ -48,13 +57,13 @@ def test_a_failing_compile_backend_falls_back_to_the_eager_result(image, caplog)
     # the failed first step is redone eagerly from the same random state: the run is the eager run exactly
     assert losses(fallback) == losses(eager)
     assert np.array_equal(fallback.preview, eager.preview)
-    assert "training continues uncompiled" in caplog.text
+    assert "training continues uncompiled" in warnings_log.text
     assert not accel.is_compiled(fallback.trainer.field)
 
 
-def test_an_unknown_compile_backend_is_a_warning_not_an_error(image, caplog) -> None:
+def test_an_unknown_compile_backend_is_a_warning_not_an_error(image, warnings_log) -> None:
     run = reconstruct(image, cfg(iterations=2, compile_backend="no-such-backend"), CPU)
-    assert run.state.iteration == 2 and "unavailable" in caplog.text
+    assert run.state.iteration == 2 and "unavailable" in warnings_log.text
 
 
 def test_compiled_field_trains_like_the_eager_field(image) -> None:

@@ -97,7 +97,8 @@ class ReconConfig:
     then a data-parallel run reproduces the single-process run to rounding, which its test checks)."""
     sync_interval: int = 0
     """Read the losses back to the host, report progress and check stop requests every N steps; 0 = every
-    step on the CPU (free there) and every 25 steps on a GPU (each read-back waits for the device)."""
+    step for one CPU process (free there), else every 25 steps (each read-back waits for the GPU, and under
+    DDP costs two collectives)."""
 
     def validate(self) -> ReconConfig:
         """Check value ranges; raise :class:`ParameterError` naming the option and the fix."""

@@ -99,7 +99,8 @@ class Trainer:
         # one generator for ray indices and jitter in a single process; under DDP the ray generator is shared
         # (identical on every rank) and each rank's jitter comes from its own, re-seeded every step
         self.jitter_generator = torch.Generator(device=dev) if dist.enabled else self.generator
-        self.sync_interval = cfg.sync_interval or (1 if dev.type == "cpu" else 25)
+        # reading losses back waits for a GPU; under DDP each read-back is also two collectives
+        self.sync_interval = cfg.sync_interval or (1 if dev.type == "cpu" and not dist.enabled else 25)
         self._compile_unverified = cfg.compile_backend is not None and accel.compile_module(field, cfg.compile_backend)
 
     # ---- schedule and rendering -------------------------------------------------------------------
