@@ -172,6 +172,14 @@ def test_fsc_with_and_without_pixel_size(run, workdir: Path, rng: np.random.Gene
     assert px["fsc_0143_angstrom"] == pytest.approx(3.0 * px["fsc_0143_px"])
 
 
+def test_fsc_of_a_constant_half_map_is_refused(run, workdir: Path) -> None:
+    # every shell past DC is 0/0: no resolution may be reported (it said Nyquist, at_nyquist: true)
+    write_image("c.mrc", np.full((16, 16, 16), 0.3, np.float32), Metadata(kind="volume"))
+    r = run("--fsc", "c.mrc", "c.mrc", "--json")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert "c.mrc: the half map is constant" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
