@@ -193,7 +193,7 @@ def test_sources_are_logged_for_inputs_without_sidecar(workdir: Path, caplog: py
 
     _mrc(workdir / "ts.mrc")
     (workdir / "ts.rawtlt").write_text("1\n2\n3\n")
-    with caplog.at_level(logging.INFO, logger="stemtomo"):
+    with caplog.at_level(logging.DEBUG, logger="stemtomo"):  # shown with -v; `stemtomo info` lists the sources
         read_stack(workdir / "ts.mrc")
     assert "tilt_angles_deg from" in caplog.text and "ts.rawtlt" in caplog.text
     assert "pixel_size_angstrom from MRC/TIFF header" in caplog.text

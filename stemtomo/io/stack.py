@@ -300,8 +300,8 @@ def read_stack(
         angles=angles, pixel_size_angstrom=pixel_size_angstrom, tilt_axis_angle_deg=tilt_axis_angle_deg,
     )
     check_angle_count(meta, data.shape[0], p, sources.get("tilt_angles_deg"))
-    if any(src != "sidecar" for src in sources.values()):
-        log.info("%s: %s", p, "; ".join(f"{k} from {v}" for k, v in sources.items() if v != "sidecar"))
+    if any(src != "sidecar" for src in sources.values()):  # debug (-v): an error after this stays one line
+        log.debug("%s: %s", p, "; ".join(f"{k} from {v}" for k, v in sources.items() if v != "sidecar"))
     if meta.tilt_angles_deg is None and require_angles:
         raise InputError(
             f"{p}: no tilt angles found; pass --angles FILE (.rawtlt/.tlt) or put "
