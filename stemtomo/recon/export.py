@@ -153,7 +153,7 @@ def plan(
     Raises
     ------
     ParameterError
-        More than one of the three given, ``--bin`` < 1, or ``--pixel-size`` without a source pixel size.
+        More than one of the three given, ``--bin`` < 1, ``--pixel-size`` not > 0, or without a source pixel size.
     """
     src = tuple(int(n) for n in source_shape)
     given = sum(x is not None for x in (shape, pixel_size_angstrom)) + (bin_factor != 1)
@@ -166,6 +166,8 @@ def plan(
         sx = src[2] / out[2]
         return (out[0], out[1], out[2]), (sx, src[1] / out[1], sx)
     if pixel_size_angstrom is not None:
+        if not (math.isfinite(pixel_size_angstrom) and pixel_size_angstrom > 0):
+            raise ParameterError(f"--pixel-size {pixel_size_angstrom}: must be a positive size in Å")
         if not source_pixel_angstrom:
             raise ParameterError("--pixel-size: the source pixel size is unknown; use --shape or --bin")
         f = pixel_size_angstrom / source_pixel_angstrom
