@@ -82,7 +82,7 @@ def build_trainer(
     InputError
         No tilt angles, or a reference that is not a volume.
     ParameterError
-        Bad configuration, or ``ours-sup`` without a noise model.
+        Bad configuration, ``ours-sup`` without a noise model, or ``ours`` with a noise model that is not a flow.
     """
     cfg = cfg.validate()
     angles = check_angles(image.tilt_angles_deg.tolist(), option="tilt angles")
@@ -97,6 +97,9 @@ def build_trainer(
         raise ParameterError("--method ours-sup needs --noise-model FILE (a fitted noise model, see `stemtomo noise fit`)")
     if cfg.method == "ours" and noise_model is None:
         noise_model = FlowNoiseModel(zero_mean=cfg.flow_zero_mean)
+    if cfg.method == "ours" and noise_model is not None and noise_model.kind != "flow":
+        raise ParameterError(f"--noise-model: a {noise_model.kind} model cannot initialize the flow --method ours "
+                             "trains; give a flow model, or use --method ours-sup to keep it fixed")
     if cfg.method in ("l2", "l1"):
         noise_model = None
     if noise_model is not None:
@@ -191,11 +194,15 @@ def reconstruct(
     ``resume`` = (tensors, info) from :func:`load_resume` continues that run exactly. On
     KeyboardInterrupt the checkpoint is written and the exception propagates. Under DDP (``dist``, see
     :mod:`~stemtomo.recon.implicit.distributed`) every rank trains and only rank 0 writes files; the
-    result's ``outdir`` is None on the other ranks.
+    result's ``outdir`` is None on the other ranks. A ``cfg.iterations`` below the checkpoint's step count is a
+    :class:`~stemtomo.errors.ParameterError` (raised before anything is written).
     """
     trainer = build_trainer(image, cfg, device, noise_model=noise_model, reference=reference, dist=dist)
     if resume is not None:
         restore_checkpoint(trainer, *resume)
+        if trainer.state.iteration > cfg.iterations:
+            raise ParameterError(f"--iterations {cfg.iterations}: the checkpoint has already run "
+                                 f"{trainer.state.iteration} steps; pass more to continue it, or drop --resume")
         if trainer.state.stopped == "early_stop":  # continuing on purpose: give it a fresh patience
             trainer.state.bad_validations = 0
     out = Path(outdir) if outdir is not None and dist.is_main else None
