@@ -105,6 +105,7 @@ def test_volume_conversion_mrc_to_tiff_binned(cli, workdir: Path) -> None:
         (("--crop", "0:99,:,:"), "outside the axis"),
         (("--bin", "2", "--shape", "8"), "only one of"),
         (("--project", "--tilts", "10:0:5"), "STOP ≥ START"),
+        (("--shape", "12,24,12"), "--shape 24×12 (y×x): not the model's in-plane aspect 24×24"),  # MRC said cubic
         (("--pixel-size", "0"), "--pixel-size 0.0: must be a positive size in Å"),  # was exit 70
         (("--pixel-size", "nan"), "--pixel-size nan: must be a positive size in Å"),  # was exit 70
         (("--slices", "s.mrc"), "--slices s.mrc: the montage is a PNG image"),  # wrote a PNG named s.mrc
