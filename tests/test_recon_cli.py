@@ -57,6 +57,17 @@ def test_resume_through_the_cli_and_method_mismatch(cli, workdir: Path, series_f
     fewer = cli("recon", series_file, "-o", "run2", "--resume", "run", "--iterations", "3", "--device", "cpu")
     assert fewer.exit_code == 1 and "--iterations 3: the checkpoint has already run 4 steps" in fewer.output
     assert len(fewer.stderr.strip().splitlines()) == 1 and not (workdir / "run2").exists()
+    # another tilt series of the same shape: refused (was: resumed on it without a word, even after kill -9
+    # when no model file records the first run's inputs)
+    from stemtomo.io import read_stack
+
+    other = read_stack(series_file)
+    write_image("other.mrc", (other.data * 0.9).astype(np.float32), other.meta)
+    (workdir / "run" / "model.safetensors").unlink()  # as after kill -9: only the checkpoint
+    wrong = cli("recon", "other.mrc", "-o", "run", "--resume", "run", "--iterations", "6", "--device", "cpu")
+    assert wrong.exit_code == 1 and "the checkpoint was trained on other images" in wrong.output, wrong.output
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    assert not (workdir / "run" / "model.safetensors").exists()
     bad = cli("recon", series_file, "-o", "run", "--resume", "run", "--method", "l2")
     assert bad.exit_code == 1 and "checkpoint is from --method ours" in bad.output
     bad = cli("recon", series_file, "-o", "run", "--resume", "run", "--field", "mlp")

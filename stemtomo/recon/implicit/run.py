@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import logging
 import os
@@ -114,6 +115,16 @@ def build_trainer(
     return Trainer(cfg, data, field, noise_model, thickness / 2.0, reference=ref, dist=dist)
 
 
+def data_fingerprint(image: Image) -> str:
+    """BLAKE2b of the prepared stack, its tilt angles and tilt-axis angle (recorded in checkpoints and model
+    files as ``data_fingerprint``): a resumed run must train on the very images the checkpoint saw."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(image.data, dtype=np.float32).data)
+    h.update(np.asarray(image.tilt_angles_deg, dtype=np.float64).tobytes())
+    h.update(np.float64(image.meta.tilt_axis_angle_deg or 0.0).tobytes())
+    return h.hexdigest()
+
+
 def load_resume(outdir: str | os.PathLike[str]) -> tuple[ReconConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``OUTDIR/checkpoint.safetensors``: ``(config, tensors, recon info)``."""
     path = Path(outdir) / "checkpoint.safetensors"
@@ -194,9 +205,14 @@ def reconstruct(
     ``resume`` = (tensors, info) from :func:`load_resume` continues that run exactly. On
     KeyboardInterrupt the checkpoint is written and the exception propagates. Under DDP (``dist``, see
     :mod:`~stemtomo.recon.implicit.distributed`) every rank trains and only rank 0 writes files; the
-    result's ``outdir`` is None on the other ranks. A ``cfg.iterations`` below the checkpoint's step count is a
-    :class:`~stemtomo.errors.ParameterError` (raised before anything is written).
+    result's ``outdir`` is None on the other ranks. A checkpoint of other images (:func:`data_fingerprint`) or a
+    ``cfg.iterations`` below its step count is a :class:`~stemtomo.errors.ParameterError`, raised before
+    anything is written.
     """
+    fingerprint = data_fingerprint(image)
+    if resume is not None and resume[1].get("data_fingerprint") not in (None, fingerprint):
+        raise ParameterError("--resume: the checkpoint was trained on other images (another tilt series, other angles "
+                             "or another preparation); pass the same TILTSERIES and preparation options as the first run")
     trainer = build_trainer(image, cfg, device, noise_model=noise_model, reference=reference, dist=dist)
     if resume is not None:
         restore_checkpoint(trainer, *resume)
@@ -212,13 +228,13 @@ def reconstruct(
         out.mkdir(parents=True, exist_ok=True)
 
         def ckpt(t: Trainer) -> None:
-            save_checkpoint(out / "checkpoint.safetensors", t, base, {})
+            save_checkpoint(out / "checkpoint.safetensors", t, base, {"data_fingerprint": fingerprint})
 
     state = trainer.run(callback=callback, checkpoint=ckpt, should_stop=should_stop)
     trainer.field.load_state_dict(trainer.best_field)
     preview = sample_volume(trainer.field, trainer.field.volume_shape).cpu().numpy()
     if out is not None:
-        extra = {"best_iteration": state.best_iteration, "best_score": state.best_score}
+        extra = {"best_iteration": state.best_iteration, "best_score": state.best_score, "data_fingerprint": fingerprint}
         save_model_file(out / "model.safetensors", trainer, base, extra, overwrite=True, provenance=provenance)
         write_image(out / "preview.mrc", preview, base.copy(kind="volume", axes="zyx", tilt_angles_deg=None),
                     overwrite=True, provenance=provenance)
@@ -241,6 +257,7 @@ __all__ = [
     "ReconResult",
     "build_trainer",
     "check_resume_compatible",
+    "data_fingerprint",
     "load_resume",
     "reconstruct",
     "resolve_thickness",
