@@ -105,12 +105,19 @@ def test_volume_conversion_mrc_to_tiff_binned(cli, workdir: Path) -> None:
         (("--crop", "0:99,:,:"), "outside the axis"),
         (("--bin", "2", "--shape", "8"), "only one of"),
         (("--project", "--tilts", "10:0:5"), "STOP ≥ START"),
+        (("--shape", "12,24,12"), "--shape 24×12 (y×x): not the model's in-plane aspect 24×24"),  # MRC said cubic
+        (("--pixel-size", "0"), "--pixel-size 0.0: must be a positive size in Å"),  # was exit 70
+        (("--pixel-size", "nan"), "--pixel-size nan: must be a positive size in Å"),  # was exit 70
+        (("--slices", "s.mrc"), "--slices s.mrc: the montage is a PNG image"),  # wrote a PNG named s.mrc
+        (("--project", "--dtype", "uint8", "--layout", "xzy"), "--dtype, --layout: not used with --project"),
+        (("--project", "--bin", "2"), "--bin: not used with --project"),  # silently ignored
     ],
 )
 def test_bad_export_options(cli, workdir: Path, run_dir: Path, args: tuple[str, ...], message: str) -> None:
     r = cli("export", run_dir, "-o", "bad.mrc", *args)
     assert r.exit_code == 1 and message in r.output, r.output
-    assert not Path("bad.mrc").exists()
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not Path("bad.mrc").exists() and not Path("s.mrc").exists()
 
 
 def test_export_refuses_non_models_and_volume_only_options(cli, workdir: Path) -> None:

@@ -13,6 +13,7 @@ from test_recon_phantom import THICKNESS, clean_series, phantom, series_image
 
 from stemtomo.core.fields import FieldConfig, build_field, sample_volume
 from stemtomo.core.geometry import length_unit_px
+from stemtomo.errors import ParameterError
 from stemtomo.recon.export import ExportSpec, field_blocks, load_field, plan, slab_planes
 from stemtomo.recon.implicit import ReconConfig, reconstruct
 
@@ -60,7 +61,10 @@ def test_shape_keeps_cubic_voxels_and_crop_across_the_slab_edge(cli, workdir: Pa
 def test_plan_shape_scales_z_like_x() -> None:
     assert plan((10, 24, 24), shape=(24, 24, 24)) == ((24, 24, 24), (1.0, 1.0, 1.0))
     assert plan((10, 24, 24), shape=(5, 12, 12)) == ((5, 12, 12), (2.0, 2.0, 2.0))
-    assert plan((10, 24, 32), shape=(8, 12, 8)) == ((8, 12, 8), (4.0, 2.0, 4.0))
+    assert plan((10, 24, 32), shape=(8, 12, 16)) == ((8, 12, 16), (2.0, 2.0, 2.0))
+    # y and x voxels of different sizes: refused, one pixel size is recorded (was scale (4, 2, 4), header cubic)
+    with pytest.raises(ParameterError, match=r"--shape 12×8 \(y×x\): not the model's in-plane aspect 24×32.*8,6,8"):
+        plan((10, 24, 32), shape=(8, 12, 8))
 
 
 @pytest.mark.parametrize(

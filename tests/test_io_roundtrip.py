@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import mrcfile
@@ -242,3 +244,17 @@ def test_model_file_round_trip(workdir: Path) -> None:
     assert meta.extra["class"] == "gaussian"
     with pytest.raises(ModelFileError, match="is a 'noise_model' file, expected a 'model' file"):
         load_model("m.safetensors", kind="model")
+
+
+def test_model_files_get_the_same_permissions_as_other_outputs(workdir: Path) -> None:
+    # safetensors writes owner-only (0600) files: a model a colleague could not read, unlike its sidecar
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        save_model("m.safetensors", {"w": torch.zeros(3)}, Metadata(kind="noise_model"))
+        write_image("v.mrc", np.zeros((2, 4, 4), np.float32), Metadata(kind="volume"))
+    finally:
+        os.umask(old)
+    modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in ("m.safetensors", "m.safetensors.yaml", "v.mrc")}
+    assert set(modes.values()) == {0o644}, modes

@@ -53,6 +53,21 @@ def test_resume_through_the_cli_and_method_mismatch(cli, workdir: Path, series_f
     assert r.exit_code == 0, r.output
     ckpt = yaml.safe_load((workdir / "run" / "checkpoint.safetensors.yaml").read_text())
     assert ckpt["recon"]["state"]["iteration"] == 4 and ckpt["recon"]["config"]["method"] == "ours"
+    # fewer steps than the checkpoint has run: refused (was: the option ignored, outputs rewritten, exit 0)
+    fewer = cli("recon", series_file, "-o", "run2", "--resume", "run", "--iterations", "3", "--device", "cpu")
+    assert fewer.exit_code == 1 and "--iterations 3: the checkpoint has already run 4 steps" in fewer.output
+    assert len(fewer.stderr.strip().splitlines()) == 1 and not (workdir / "run2").exists()
+    # another tilt series of the same shape: refused (was: resumed on it without a word, even after kill -9
+    # when no model file records the first run's inputs)
+    from stemtomo.io import read_stack
+
+    other = read_stack(series_file)
+    write_image("other.mrc", (other.data * 0.9).astype(np.float32), other.meta)
+    (workdir / "run" / "model.safetensors").unlink()  # as after kill -9: only the checkpoint
+    wrong = cli("recon", "other.mrc", "-o", "run", "--resume", "run", "--iterations", "6", "--device", "cpu")
+    assert wrong.exit_code == 1 and "the checkpoint was trained on other images" in wrong.output, wrong.output
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    assert not (workdir / "run" / "model.safetensors").exists()
     bad = cli("recon", series_file, "-o", "run", "--resume", "run", "--method", "l2")
     assert bad.exit_code == 1 and "checkpoint is from --method ours" in bad.output
     bad = cli("recon", series_file, "-o", "run", "--resume", "run", "--field", "mlp")
@@ -81,6 +96,16 @@ def test_noise_model_of_the_wrong_kind(cli, workdir: Path, series_file: Path) ->
     assert cli("recon", series_file, "-o", "m", "--method", "l2", *FAST).exit_code == 0
     r = cli("recon", series_file, "-o", "n", "--method", "ours-sup", "--noise-model", "m/model.safetensors", *FAST)
     assert r.exit_code == 1 and "expected a 'noise_model' file" in r.output
+    # a gaussian model cannot initialize the flow of --method ours (was: a Gaussian trained jointly, exit 0);
+    # --method ours-sup keeps it fixed, a valid parametric NLL
+    from stemtomo.noise import GaussianNoiseModel, save_noise_model
+
+    save_noise_model("g.safetensors", GaussianNoiseModel())
+    r = cli("recon", series_file, "-o", "g", "--method", "ours", "--noise-model", "g.safetensors", *FAST)
+    assert r.exit_code == 1 and "a gaussian model cannot initialize the flow" in r.output, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and not (workdir / "g").exists()
+    r = cli("recon", series_file, "-o", "g", "--method", "ours-sup", "--noise-model", "g.safetensors", *FAST)
+    assert r.exit_code == 0, r.output
 
 
 def test_tilt_series_without_angles(cli, workdir: Path) -> None:

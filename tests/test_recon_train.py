@@ -176,6 +176,36 @@ def test_crash_during_checkpoint_write_keeps_the_previous_one(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+def test_crash_between_the_tensor_and_sidecar_renames_is_detected(
+    tmp_path: Path, noisy: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the checkpoint's tensors are renamed first: a kill -9 before the sidecar's rename left new tensors (field,
+    # optimizer, RNG of step 4) with the old sidecar (iteration and history of step 2), resumed without a word
+    import os
+
+    import stemtomo.io.safety as safety
+
+    class Killed(BaseException):
+        pass
+
+    real, calls = os.replace, {"n": 0}
+
+    def crashing(src: str, dst: str) -> None:
+        calls["n"] += 1
+        if calls["n"] >= 4:  # the 2nd checkpoint's sidecar (its tensors were call 3): killed, nothing renames any more
+            raise Killed
+        real(src, dst)
+
+    monkeypatch.setattr(safety.os, "replace", crashing)
+    with pytest.raises(Killed):
+        reconstruct(series_image(noisy), _cfg(iterations=6, checkpoint_interval=2), CPU, tmp_path)
+    monkeypatch.setattr(safety.os, "replace", real)
+    saved, tensors, info = load_resume(tmp_path)
+    assert info["state"]["iteration"] == 2
+    with pytest.raises(ModelFileError, match="tensors are from step 4 but its sidecar from step 2"):
+        reconstruct(series_image(noisy), saved, CPU, tmp_path, resume=(tensors, info))
+
+
 def test_checkpoint_loading_never_unpickles(tmp_path: Path) -> None:
     import pickle
 

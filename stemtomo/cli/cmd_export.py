@@ -54,8 +54,14 @@ def export(
         raise ParameterError(f"--layout {layout!r}: use xyz or xzy")
     if chunk_z < 1:
         raise ParameterError(f"--chunk-z {chunk_z}: must be ≥ 1")
+    if project:
+        _refuse_volume_options(shape=shape is not None, bin=bin_factor != 1, pixel_size=pixel_size is not None,
+                               dtype=dtype != "float32", crop=crop is not None, layout=layout != "xyz",
+                               slices=slices is not None)
     check_output(output, overwrite)
     if slices is not None:
+        if slices.suffix.lower() != ".png":
+            raise ParameterError(f"--slices {slices}: the montage is a PNG image; give a .png file name")
         check_output(slices, overwrite, with_sidecar=False)
     is_model = source.is_dir() or source.suffix in (".safetensors", ".pt")
     prov = make_provenance("export", opts, [source / "model.safetensors" if source.is_dir() else source])
@@ -89,6 +95,16 @@ def export(
     info(f"export: {source} → {output} {out_shape} {stored} {layout}")
 
 
+def _refuse_volume_options(**given: bool) -> None:
+    """--project writes float32 intensities at the model's own grid: volume options would be ignored."""
+    from stemtomo.errors import ParameterError
+
+    names = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
+    if names:
+        raise ParameterError(f"{', '.join(names)}: not used with --project (re-projections are float32 intensities "
+                             "on the model's own pixel grid); drop {'it' if len(names) == 1 else 'them'} or export a volume")
+
+
 def _project(field: Any, meta: Any, output: Path, tilts: str, overwrite: bool) -> None:
     from stemtomo.io import write_image
     from stemtomo.recon import export as E
@@ -114,7 +130,7 @@ def _convert(source: Path, output: Path, bin_factor: int, shape: str | None, cro
     if shape is not None:
         raise ParameterError("--shape needs a trained model; for a volume use --bin and --crop")
     img = read_volume(source)
-    vol = E.bin_volume(img.data, bin_factor)
+    vol = E.bin_volume(_as_density(img), bin_factor)
     lo, hi = float(vol.min()), float(vol.max())
     in_unit = 0.0 <= lo and hi <= 1.0
     if dtype != "float32" and not in_unit:
@@ -134,6 +150,21 @@ def _convert(source: Path, output: Path, bin_factor: int, shape: str | None, cro
     if slices is not None:
         _montage(output, slices, layout)
     info(f"export: {source} → {output} {cropped.shape} {dtype} {layout}")
+
+
+def _as_density(img: Any) -> Any:
+    """The volume as stemtomo ``(z, y, x)`` densities: a previous export's integer scaling (``extra.scaling``)
+    and IMOD ``xzy`` layout (``extra.layout``) undone, so conversions do not relabel stored values."""
+    import numpy as np
+
+    vol = img.data
+    sc = img.meta.extra.get("scaling")
+    if isinstance(sc, dict) and (sc.get("scale", 1.0), sc.get("lo", 0.0), sc.get("hi", 1.0)) != (1.0, 0.0, 1.0):
+        lo, hi, scale = float(sc.get("lo", 0.0)), float(sc.get("hi", 1.0)), float(sc.get("scale", 1.0))
+        vol = (lo + np.asarray(vol, dtype=np.float32) / scale * (hi - lo)).astype(np.float32)
+    if img.meta.extra.get("layout") == "xzy":  # xzy[y, T-1-z, x] = xyz[z, y, x]
+        vol = np.ascontiguousarray(vol[:, ::-1].transpose(1, 0, 2))
+    return vol
 
 
 def _montage(volume_path: Path, png: Path, layout: str) -> None:

@@ -7,6 +7,7 @@ accepted through ``torch.load(weights_only=True)``, which refuses pickled object
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ def save_model(
     if provenance is not None:
         out_meta.provenance = [*out_meta.provenance, provenance]
     with AtomicOutputs() as out:
-        save_file(tensors, str(out.temp(p)))
-        out.temp(sidecar_path(p)).write_text(dump_sidecar(out_meta), encoding="utf-8")
+        tmp, tmp_sidecar = out.temp(p), out.temp(sidecar_path(p))
+        save_file(tensors, str(tmp))
+        tmp_sidecar.write_text(dump_sidecar(out_meta), encoding="utf-8")
+        # safetensors creates its file owner-only (0600); give it the mode of every other output (umask)
+        os.chmod(tmp, stat.S_IMODE(os.stat(tmp_sidecar).st_mode))
     return p
 
 

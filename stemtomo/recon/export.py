@@ -153,7 +153,8 @@ def plan(
     Raises
     ------
     ParameterError
-        More than one of the three given, ``--bin`` < 1, or ``--pixel-size`` without a source pixel size.
+        More than one of the three given, ``--bin`` < 1, ``--shape`` off the in-plane aspect, ``--pixel-size`` not
+        > 0 or without a source pixel size.
     """
     src = tuple(int(n) for n in source_shape)
     given = sum(x is not None for x in (shape, pixel_size_angstrom)) + (bin_factor != 1)
@@ -163,9 +164,14 @@ def plan(
         raise ParameterError(f"--bin {bin_factor}: must be ≥ 1")
     if shape is not None:
         out = tuple(int(n) for n in shape)
-        sx = src[2] / out[2]
-        return (out[0], out[1], out[2]), (sx, src[1] / out[1], sx)
+        sx, sy = src[2] / out[2], src[1] / out[1]
+        if abs(sy - sx) > 1e-6 * sx:  # one pixel size is recorded: y and x voxels must be equal
+            raise ParameterError(f"--shape {out[1]}×{out[2]} (y×x): not the model's in-plane aspect {src[1]}×{src[2]} "
+                                 f"(voxels would not be square); e.g. {out[0]},{max(1, round(src[1] / sx))},{out[2]}")
+        return (out[0], out[1], out[2]), (sx, sy, sx)
     if pixel_size_angstrom is not None:
+        if not (math.isfinite(pixel_size_angstrom) and pixel_size_angstrom > 0):
+            raise ParameterError(f"--pixel-size {pixel_size_angstrom}: must be a positive size in Å")
         if not source_pixel_angstrom:
             raise ParameterError("--pixel-size: the source pixel size is unknown; use --shape or --bin")
         f = pixel_size_angstrom / source_pixel_angstrom

@@ -3,7 +3,8 @@
 
 Tensor keys: ``field.*`` and ``flow.*`` (current), ``best.field.*`` and ``best.flow.*`` (selected model),
 ``optim.field.<param>.<name>`` / ``optim.flow.<param>.<name>`` (optimizer state), ``rng.rays`` (the ray
-generator's state). A model file holds only ``field.*`` and ``flow.*`` of the selected model.
+generator's state), ``state.iteration`` (the step, checked against the sidecar's on restore: tensors and
+sidecar are renamed one after the other, and a crash between the two must not resume a mixed state). A model file holds only ``field.*`` and ``flow.*`` of the selected model.
 Writes are atomic (temporary files renamed), so an interrupted write never corrupts the last checkpoint.
 """
 
@@ -94,6 +95,7 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, meta: Metada
         opt_t, info["optim_flow"] = flatten_optimizer("optim.flow", trainer.opt_flow)
         tensors.update(opt_t)
     tensors["rng.rays"] = trainer.generator.get_state()
+    tensors["state.iteration"] = torch.tensor([trainer.state.iteration], dtype=torch.int64)
     info["history"] = trainer.history
     out = meta.copy(kind="model")
     out.extra["recon"] = info
@@ -135,6 +137,10 @@ def read_recon_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 def restore_checkpoint(trainer: Trainer, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """Put a checkpoint's state into a freshly built trainer of the same configuration."""
     dev = trainer.data.stack.device
+    stamp = tensors.get("state.iteration")
+    if stamp is not None and int(stamp.reshape(-1)[0]) != int(info["state"]["iteration"]):
+        raise ModelFileError(f"checkpoint tensors are from step {int(stamp.reshape(-1)[0])} but its sidecar from step "
+                             f"{info['state']['iteration']} (a crash between the two renames); start a new run")
     try:
         trainer.field.load_state_dict(_unprefixed("field", tensors))
         trainer.best_field = {k: v.to(dev) for k, v in _unprefixed("best.field", tensors).items()}

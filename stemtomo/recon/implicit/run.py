@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import logging
 import os
@@ -82,7 +83,7 @@ def build_trainer(
     InputError
         No tilt angles, or a reference that is not a volume.
     ParameterError
-        Bad configuration, or ``ours-sup`` without a noise model.
+        Bad configuration, ``ours-sup`` without a noise model, or ``ours`` with a noise model that is not a flow.
     """
     cfg = cfg.validate()
     angles = check_angles(image.tilt_angles_deg.tolist(), option="tilt angles")
@@ -97,6 +98,9 @@ def build_trainer(
         raise ParameterError("--method ours-sup needs --noise-model FILE (a fitted noise model, see `stemtomo noise fit`)")
     if cfg.method == "ours" and noise_model is None:
         noise_model = FlowNoiseModel(zero_mean=cfg.flow_zero_mean)
+    if cfg.method == "ours" and noise_model is not None and noise_model.kind != "flow":
+        raise ParameterError(f"--noise-model: a {noise_model.kind} model cannot initialize the flow --method ours "
+                             "trains; give a flow model, or use --method ours-sup to keep it fixed")
     if cfg.method in ("l2", "l1"):
         noise_model = None
     if noise_model is not None:
@@ -109,6 +113,16 @@ def build_trainer(
     data = RayData(stack, angles.tolist(), val_every_kth_tilt=cfg.val_every_kth_tilt,
                    val_max_rays=cfg.val_max_rays, seed=cfg.seed)
     return Trainer(cfg, data, field, noise_model, thickness / 2.0, reference=ref, dist=dist)
+
+
+def data_fingerprint(image: Image) -> str:
+    """BLAKE2b of the prepared stack, its tilt angles and tilt-axis angle (recorded in checkpoints and model
+    files as ``data_fingerprint``): a resumed run must train on the very images the checkpoint saw."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(image.data, dtype=np.float32).data)
+    h.update(np.asarray(image.tilt_angles_deg, dtype=np.float64).tobytes())
+    h.update(np.float64(image.meta.tilt_axis_angle_deg or 0.0).tobytes())
+    return h.hexdigest()
 
 
 def load_resume(outdir: str | os.PathLike[str]) -> tuple[ReconConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -191,11 +205,20 @@ def reconstruct(
     ``resume`` = (tensors, info) from :func:`load_resume` continues that run exactly. On
     KeyboardInterrupt the checkpoint is written and the exception propagates. Under DDP (``dist``, see
     :mod:`~stemtomo.recon.implicit.distributed`) every rank trains and only rank 0 writes files; the
-    result's ``outdir`` is None on the other ranks.
+    result's ``outdir`` is None on the other ranks. A checkpoint of other images (:func:`data_fingerprint`) or a
+    ``cfg.iterations`` below its step count is a :class:`~stemtomo.errors.ParameterError`, raised before
+    anything is written.
     """
+    fingerprint = data_fingerprint(image)
+    if resume is not None and resume[1].get("data_fingerprint") not in (None, fingerprint):
+        raise ParameterError("--resume: the checkpoint was trained on other images (another tilt series, other angles "
+                             "or another preparation); pass the same TILTSERIES and preparation options as the first run")
     trainer = build_trainer(image, cfg, device, noise_model=noise_model, reference=reference, dist=dist)
     if resume is not None:
         restore_checkpoint(trainer, *resume)
+        if trainer.state.iteration > cfg.iterations:
+            raise ParameterError(f"--iterations {cfg.iterations}: the checkpoint has already run "
+                                 f"{trainer.state.iteration} steps; pass more to continue it, or drop --resume")
         if trainer.state.stopped == "early_stop":  # continuing on purpose: give it a fresh patience
             trainer.state.bad_validations = 0
     out = Path(outdir) if outdir is not None and dist.is_main else None
@@ -205,13 +228,13 @@ def reconstruct(
         out.mkdir(parents=True, exist_ok=True)
 
         def ckpt(t: Trainer) -> None:
-            save_checkpoint(out / "checkpoint.safetensors", t, base, {})
+            save_checkpoint(out / "checkpoint.safetensors", t, base, {"data_fingerprint": fingerprint})
 
     state = trainer.run(callback=callback, checkpoint=ckpt, should_stop=should_stop)
     trainer.field.load_state_dict(trainer.best_field)
     preview = sample_volume(trainer.field, trainer.field.volume_shape).cpu().numpy()
     if out is not None:
-        extra = {"best_iteration": state.best_iteration, "best_score": state.best_score}
+        extra = {"best_iteration": state.best_iteration, "best_score": state.best_score, "data_fingerprint": fingerprint}
         save_model_file(out / "model.safetensors", trainer, base, extra, overwrite=True, provenance=provenance)
         write_image(out / "preview.mrc", preview, base.copy(kind="volume", axes="zyx", tilt_angles_deg=None),
                     overwrite=True, provenance=provenance)
@@ -234,6 +257,7 @@ __all__ = [
     "ReconResult",
     "build_trainer",
     "check_resume_compatible",
+    "data_fingerprint",
     "load_resume",
     "reconstruct",
     "resolve_thickness",
