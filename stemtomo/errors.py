@@ -1,4 +1,5 @@
-"""Exception hierarchy. The CLI turns every :class:`StemtomoError` into one red line and exit code 1.
+"""Exception hierarchy. The CLI turns every :class:`StemtomoError` into one red line and exit code 1 (its
+``exit_code``: 128 + the signal for :class:`Interrupted`).
 
 Messages say what went wrong, name the file or option and the bad value, and say how to fix it.
 """
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 class StemtomoError(Exception):
     """Base class of all errors stemtomo raises on purpose."""
+
+    exit_code: int = 1
+    """Exit status of the CLI for this error."""
 
 
 class InputError(StemtomoError):
@@ -34,10 +38,19 @@ class ModelFileError(InputError):
     """A model or checkpoint file is of the wrong kind, a newer schema, or unsafe to load."""
 
 
+class Interrupted(StemtomoError):
+    """A run stopped by a signal after saving its state; exit status 128 + the signal number, as shells do."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
 __all__ = [
     "DeviceError",
     "FileFormatError",
     "InputError",
+    "Interrupted",
     "ModelFileError",
     "OutputError",
     "ParameterError",

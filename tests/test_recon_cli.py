@@ -122,3 +122,30 @@ def test_defocus_importance_and_coarse_to_fine_options_run(cli, workdir: Path, s
     cfg = yaml.safe_load((workdir / "d" / "model.safetensors.yaml").read_text())["recon"]["config"]
     assert cfg["defocus_max_px"] == 2.0 and cfg["render"]["n_importance"] == 4 and cfg["coarse_to_fine"] is True
     assert cfg["field"]["kind"] == "grid" and cfg["lr"] == pytest.approx(1e-2)  # the grid field's default
+
+
+def test_sigterm_stops_with_a_checkpoint_and_exit_status_143(workdir: Path, series_file: Path) -> None:
+    # `recon ... && export ...` must not go on with a half-trained model: after writing its outputs and the
+    # checkpoint, an interrupted run exits 128 + signal with one line saying how to resume (it exited 0)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "stemtomo", "recon", str(series_file), "-o", "run", "--method", "l2",
+           "--iterations", "1000000", "--patience", "0", "--checkpoint-interval", "5", "--device", "cpu", "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not Path("run/checkpoint.safetensors.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.splitlines() == [f"error: interrupted by SIGTERM at step {_steps('run')}; outputs and checkpoint are "
+                                "in run: continue with --resume run"]
+    assert {"model.safetensors", "preview.mrc", "train.csv"} <= {p.name for p in Path("run").iterdir()}
+
+
+def _steps(outdir: str) -> int:
+    return len(Path(outdir, "train.csv").read_text().splitlines()) - 1

@@ -117,7 +117,7 @@ def _error_line(message: str) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Wrap a command: StemtomoError/OSError → one red line + exit 1; Ctrl-C → exit 130.
+    """Wrap a command: StemtomoError/OSError → one red line + exit 1 (``exc.exit_code``); Ctrl-C → exit 130.
 
     Usage errors raised inside the command (``typer.BadParameter``, ...) and ``typer.Exit``/``Abort``
     pass through to Typer (exit 2 for usage errors). Any other exception is an internal error: one line
@@ -134,7 +134,7 @@ def handle_errors(fn: F) -> F:
             if STATE.debug:
                 traceback.print_exc()
             _error_line(str(exc))
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # disk full, permission denied, ... : name the file
             if STATE.debug:
                 traceback.print_exc()

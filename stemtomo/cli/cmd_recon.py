@@ -80,7 +80,7 @@ def recon(
     checkpoint_interval: Annotated[int, typer.Option("--checkpoint-interval", help="Checkpoint every N steps.")] = _D["checkpoint_interval"],
     max_time: Annotated[float | None, typer.Option("--max-time", help="Stop after this many seconds (checkpointed).")] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Phantom volume: logs 3D PSNR to train.csv (never used for selection).")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run whose checkpoint is in this folder (pass the same preparation options as the first run).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run whose checkpoint is in this folder (pass the same preparation options as the first run). With a larger --iterations the learning-rate schedule is recomputed for the new total, so the rate rises again if the old run had decayed.")] = None,
     precision: Annotated[str, typer.Option("--precision", help="Field arithmetic: fp32 | tf32 (TF32 matmuls on CUDA) | bf16 (bfloat16 autocast of the field; losses stay float32).")] = _D["precision"],
     compile_field: Annotated[bool, typer.Option("--compile", help="torch.compile the field (falls back to eager with a warning when compilation fails).")] = False,
     remove_defects: RemoveDefectsOpt = False,
@@ -152,6 +152,14 @@ def recon(
             result = R.reconstruct(image, cfg, dev, output, noise_model=nm, reference=ref, resume=resume_state,
                                    provenance=prov, callback=callback, should_stop=stop, dist=dist)
         st = result.state
+        if st.stopped == "interrupted":  # outputs and checkpoint are written; a shell pipeline must still stop
+            signum = stop.signum or signal.SIGINT
+            if not dist.is_main:
+                raise typer.Exit(128 + signum)
+            from stemtomo.errors import Interrupted
+
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name} at step {st.iteration}; outputs and "
+                              f"checkpoint are in {output}: continue with --resume {output}", signum)
         ranks = f" on {dist.world_size} ranks" if dist.enabled else ""
         info(f"recon {cfg.method}/{cfg.field.kind}: {st.iteration} steps ({st.stopped}){ranks}, best step "
              f"{st.best_iteration} score {st.best_score:.5g}, {st.elapsed_s:.1f} s → {output}")
@@ -276,6 +284,8 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = 0
+        """The first signal received (0: none)."""
 
     def __call__(self) -> bool:
         return self.requested
@@ -284,6 +294,7 @@ class _StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
 
     def installed(self) -> Any:
         import contextlib
