@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import inspect
 import os
 from collections.abc import Iterable
 
@@ -106,8 +107,11 @@ def init_from_env(spec: str, timeout_s: float = 1800.0) -> tuple[DistContext, to
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kw = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kw)  # type: ignore[arg-type]
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+            dist.init_process_group(backend, timeout=timeout, device_id=device)  # binds NCCL to this GPU eagerly
+        else:
+            dist.init_process_group(backend, timeout=timeout)
     return DistContext(rank=rank, world_size=world, local_rank=local), device
 
 

@@ -146,16 +146,16 @@ class Trainer:
         """
         if not self._compile_unverified:
             return self._step()
-        gens = [g.get_state() for g in {id(g): g for g in (self.generator, self.jitter_generator)}.values()]
+        gens = [self.generator] + ([self.jitter_generator] if self.jitter_generator is not self.generator else [])
+        states = [g.get_state() for g in gens]
         try:
             row = self._step()
         except Exception as exc:  # compilation errors surface at the first forward/backward
             log.warning("--compile: the compiled field failed (%s); training continues uncompiled",
                         accel.describe_failure(exc))
             accel.uncompile(self.field)
-            for g, state in zip({id(g): g for g in (self.generator, self.jitter_generator)}.values(), gens,
-                                strict=True):
-                g.set_state(state)
+            for g, state in zip(gens, states, strict=True):
+                g.set_state(state)  # redo the step from the same random state: the run is the eager run
             row = self._step()
         self._compile_unverified = False
         return row
