@@ -12,7 +12,8 @@ Writes ``benchmarks/results/time_to_quality.csv`` (one row per validation) and `
 and prints a summary table (steps/s, PSNR of the selected model, best PSNR seen, time to reach it).
 
 Usage: ``python benchmarks/time_to_quality.py [--quick] [--budget 60] [--size 32] [--fields mlp grid voxel]``
-(``--quick``: N = 24, 12 s per run). Timings depend on the machine and its load; the table says which.
+(``--quick``: N = 24, 12 s per run); on a GPU add ``--device cuda --tag gpu`` (and ``--precision``,
+``--compile``) so the CPU results stay. Timings depend on the machine and its load; the table says which.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stemtomo.core.device import resolve_device
 from stemtomo.core.fields import FieldConfig
 from stemtomo.core.geometry import length_unit_px
 from stemtomo.core.imaging import intensity
@@ -52,13 +54,15 @@ def make_series(n: int, seed: int = 0) -> tuple[np.ndarray, Image, float]:
     return vol, Image(data=noisy, meta=meta), float(thickness)
 
 
-def run_one(vol: np.ndarray, image: Image, field: str, method: str, budget: float, val_interval: int) -> dict:
+def run_one(vol: np.ndarray, image: Image, field: str, method: str, budget: float, val_interval: int,
+            device: torch.device, precision: str = "fp32", compile_backend: str | None = None) -> dict:
     cfg = ReconConfig(method=method, field=FieldConfig(kind=field), lr=LR[field], tv=TV[method],
                       iterations=100_000, val_interval=val_interval, patience=0, max_time_s=budget,
-                      rays_per_batch=512 if field == "mlp" else 1024, warmup=50)
+                      rays_per_batch=512 if field == "mlp" else 1024, warmup=50, precision=precision,
+                      compile_backend=compile_backend)
     rows: list[dict] = []
     t0 = time.monotonic()
-    res = reconstruct(image, cfg, torch.device("cpu"), reference=vol,
+    res = reconstruct(image, cfg, device, reference=vol,
                       callback=lambda r: rows.append(dict(r)) if "psnr3d" in r else None)
     wall = time.monotonic() - t0
     st = res.state
@@ -80,40 +84,49 @@ def main() -> None:
     ap.add_argument("--fields", nargs="+", default=["mlp", "grid", "voxel"])
     ap.add_argument("--methods", nargs="+", default=["l2", "ours"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (a GPU run: use --tag gpu)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile the field (inductor)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (time_to_quality_TAG.csv, ...)")
     args = ap.parse_args()
     size, budget = (24, 12.0) if args.quick else (args.size, args.budget)
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    stem = "time_to_quality" + (f"_{args.tag}" if args.tag else "")
     vol, image, _ = make_series(size)
     results = []
     for field in args.fields:
         for method in args.methods:
-            r = run_one(vol, image, field, method, budget, val_interval=10 if field == "mlp" else 25)
+            r = run_one(vol, image, field, method, budget, val_interval=10 if field == "mlp" else 25, device=device,
+                        precision=args.precision, compile_backend="inductor" if args.compile else None)
             results.append(r)
             print(f"  {field:6s} {method:5s} {r['steps']:6d} steps  {r['psnr_selected']:.2f} dB", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "time_to_quality.csv", "w", newline="") as fh:
+    with open(RESULTS / f"{stem}.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["field", "method", "iteration", "time_s", "psnr3d", "val_score"])
         for r in results:
             for row in r["curve"]:
                 val = next((v for k, v in row.items() if k.startswith("val_")), "")
                 w.writerow([r["field"], r["method"], row["iteration"], f"{row['time_s']:.3f}", f"{row['psnr3d']:.3f}", val])
-    _plot(results)
-    print(f"\nN = {size}, {len(ANGLES)} tilts, Poisson dose 30, budget {budget:.0f} s/run, "
-          f"{platform.processor() or platform.machine()}, {args.threads} threads, load {os.getloadavg()[0]:.1f}")
+    _plot(results, RESULTS / f"{stem}.png")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"\nN = {size}, {len(ANGLES)} tilts, Poisson dose 30, budget {budget:.0f} s/run, {where}, "
+          f"{args.threads} threads, {args.precision}{' compiled' if args.compile else ''}, "
+          f"load {os.getloadavg()[0]:.1f}")
     print(f"{'field':6s} {'method':6s} {'steps':>6s} {'steps/s':>8s} {'sel.it':>7s} {'PSNR sel':>9s} "
           f"{'PSNR best':>10s} {'t best':>7s}")
     for r in results:
         print(f"{r['field']:6s} {r['method']:6s} {r['steps']:6d} {r['steps_per_s']:8.2f} {r['selected_iteration']:7d} "
               f"{r['psnr_selected']:9.2f} {r['psnr_best_seen']:10.2f} {r['time_best_seen_s']:7.1f}")
-    with open(RESULTS / "time_to_quality_summary.csv", "w", newline="") as fh:
+    with open(RESULTS / f"{stem}_summary.csv", "w", newline="") as fh:
         keys = [k for k in results[0] if k != "curve"]
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows([{k: r[k] for k in keys} for r in results])
 
 
-def _plot(results: list[dict]) -> None:
+def _plot(results: list[dict], target: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,7 +143,7 @@ def _plot(results: list[dict]) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(RESULTS / "time_to_quality.png")
+    fig.savefig(target)
     plt.close(fig)
 
 
