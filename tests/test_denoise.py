@@ -120,6 +120,9 @@ def test_cli_smoke_and_errors(workdir: Path, cli, noisy) -> None:
     assert not Path("x.mrc").exists()
     res = cli("denoise", "ts.mrc", "-o", "den.mrc", "--method", "median")
     assert res.exit_code == 1 and "--overwrite" in res.output
+    write_image("flat.mrc", np.full_like(stack, 0.3), Metadata(kind="tilt_series", tilt_angles_deg=angles))
+    res = cli("denoise", "flat.mrc", "-o", "x.mrc")  # it "denoised" it with σ = 2e-33
+    assert res.exit_code == 1 and "flat.mrc: every pixel is 0.3" in res.output and not Path("x.mrc").exists()
 
 
 def test_clip_keeps_normalized_range(workdir: Path, cli, rng: np.random.Generator) -> None:

@@ -88,10 +88,12 @@ def _run(stack: Path, output: Path, config: Any, overwrite: bool, prep: Any = No
     from stemtomo.core.imaging import is_normalized
     from stemtomo.denoise import denoise_stack
     from stemtomo.io import make_provenance, read_stack, write_image
+    from stemtomo.io.stack import check_not_constant
     from stemtomo.preprocess.pipeline import PrepareOptions, prepare_tilt_series
 
     prep = prep or PrepareOptions()
     image = read_stack(stack, angles=angles)
+    check_not_constant(image.data, image.path)
     data, records = prepare_tilt_series(image, prep, contrast=image.meta.contrast)
     meta = apply_records(image.meta, records) if prep.active else image.meta.copy()
     n = image.data.shape[0]
