@@ -4,7 +4,8 @@
 Tensor keys: ``field.*`` and ``flow.*`` (current), ``best.field.*`` and ``best.flow.*`` (selected model),
 ``optim.field.<param>.<name>`` / ``optim.flow.<param>.<name>`` (optimizer state), ``rng.rays`` (the ray
 generator's state), ``state.iteration`` (the step, checked against the sidecar's on restore: tensors and
-sidecar are renamed one after the other, and a crash between the two must not resume a mixed state). A model file holds only ``field.*`` and ``flow.*`` of the selected model.
+sidecar are renamed one after the other, and a crash between the two must not resume a mixed state). A model
+file holds only ``field.*`` and ``flow.*`` of the selected model.
 Writes are atomic (temporary files renamed), so an interrupted write never corrupts the last checkpoint.
 """
 
