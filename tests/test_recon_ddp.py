@@ -17,7 +17,7 @@ from stemtomo.core.render import RenderConfig
 from stemtomo.errors import DeviceError
 from stemtomo.io import Metadata, read_stack, write_image
 from stemtomo.recon.implicit.config import ReconConfig
-from stemtomo.recon.implicit.distributed import DistContext, device_for_rank
+from stemtomo.recon.implicit.distributed import DistContext, device_for_rank, launched_by_torchrun
 from stemtomo.recon.implicit.run import reconstruct
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,6 +91,18 @@ def test_recon_cli_under_torchrun(cli, workdir: Path, data: Path) -> None:
     assert float(rows[0]["loss"]) == pytest.approx(float(single[0]["loss"]), rel=0.05)  # same rays at step 1
     # final held-out NLL, seeds 0/1/2: torchrun -0.684/-0.762/-0.690, single process -0.717/-0.743/-0.706
     assert float(rows[-1]["val_nll"]) == pytest.approx(float(single[-1]["val_nll"]), abs=0.08)
+
+
+def test_torchrun_is_recognised_by_its_whole_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert not launched_by_torchrun()  # a stray WORLD_SIZE (some cluster setups export one) is not a launch
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert launched_by_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not launched_by_torchrun()  # one process: the plain single-process path
 
 
 def test_device_per_rank() -> None:

@@ -59,11 +59,13 @@ SINGLE = DistContext()
 
 
 def launched_by_torchrun() -> bool:
-    """True when the environment of a multi-process ``torchrun`` launch is present (``WORLD_SIZE`` > 1)."""
+    """True when the environment of a multi-process ``torchrun`` launch is present: ``WORLD_SIZE`` > 1 with
+    ``RANK`` and ``MASTER_ADDR`` (a stray ``WORLD_SIZE`` alone, as some cluster setups export, is ignored)."""
     try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+        world = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return False
+    return world > 1 and "RANK" in os.environ and "MASTER_ADDR" in os.environ
 
 
 def device_for_rank(spec: str, local_rank: int) -> torch.device:
