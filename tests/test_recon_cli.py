@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_recon_phantom import ANGLES, THICKNESS, clean_series, phantom, poisson_series
+from test_recon_phantom import THICKNESS, clean_series, phantom, poisson_series, series_meta
 
 from stemtomo.io import Metadata, write_image
 
@@ -21,8 +21,7 @@ FAST = ("--iterations", "2", "--rays-per-batch", "128", "--samples", "8", "--val
 def series_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("recon_cli")
     vol = phantom()
-    meta = Metadata(kind="tilt_series", tilt_angles_deg=[float(a) for a in ANGLES], thickness_px=THICKNESS,
-                    pixel_size_angstrom=10.0, contrast="bf", kappa=7.0, normalization={"range01": True})
+    meta = series_meta()
     write_image(d / "ts.mrc", np.clip(poisson_series(clean_series(vol)), 0, 1), meta)
     write_image(d / "phantom.mrc", vol, Metadata(kind="volume", pixel_size_angstrom=10.0))
     return d / "ts.mrc"

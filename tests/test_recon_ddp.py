@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_recon_phantom import ANGLES, THICKNESS, clean_series, phantom, poisson_series
+from test_recon_phantom import clean_series, phantom, poisson_series, series_meta
 
 from stemtomo.core.render import RenderConfig
 from stemtomo.errors import DeviceError
@@ -22,12 +22,12 @@ from stemtomo.recon.implicit.run import reconstruct
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ddp")
     vol = phantom()
-    meta = Metadata(kind="tilt_series", tilt_angles_deg=[float(a) for a in ANGLES], thickness_px=THICKNESS,
-                    pixel_size_angstrom=10.0, contrast="bf", kappa=7.0, normalization={"range01": True})
+    meta = series_meta()
     clean = clean_series(vol)
     write_image(d / "clean.mrc", clean, meta)
     write_image(d / "noisy.mrc", np.clip(poisson_series(clean), 0, 1), meta)

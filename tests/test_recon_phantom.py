@@ -41,11 +41,15 @@ def poisson_series(clean: np.ndarray, dose: float = 30.0, seed: int = 0) -> np.n
     return (rng.poisson(dose * clean) / dose).astype(np.float32)
 
 
-def series_image(data: np.ndarray, angles: np.ndarray = ANGLES, thickness: float = THICKNESS) -> Image:
-    """An in-memory tilt series with its metadata (intensities used as they are)."""
-    meta = Metadata(kind="tilt_series", tilt_angles_deg=[float(a) for a in angles], thickness_px=float(thickness),
+def series_meta(angles: np.ndarray = ANGLES, thickness: float = THICKNESS) -> Metadata:
+    """Metadata of the test series: angles, slab, 10 Å pixels, bright field κ = 7, intensities used as they are."""
+    return Metadata(kind="tilt_series", tilt_angles_deg=[float(a) for a in angles], thickness_px=float(thickness),
                     pixel_size_angstrom=10.0, contrast="bf", kappa=7.0, normalization={"range01": True})
-    return Image(data=data, meta=meta)
+
+
+def series_image(data: np.ndarray, angles: np.ndarray = ANGLES, thickness: float = THICKNESS) -> Image:
+    """An in-memory tilt series with its metadata (:func:`series_meta`)."""
+    return Image(data=data, meta=series_meta(angles, thickness))
 
 
 def test_phantom_series_is_beer_lambert() -> None:
