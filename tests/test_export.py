@@ -111,6 +111,8 @@ def test_volume_conversion_mrc_to_tiff_binned(cli, workdir: Path) -> None:
         (("--slices", "s.mrc"), "--slices s.mrc: the montage is a PNG image"),  # wrote a PNG named s.mrc
         (("--project", "--dtype", "uint8", "--layout", "xzy"), "--dtype, --layout: not used with --project"),
         (("--project", "--bin", "2"), "--bin: not used with --project"),  # silently ignored
+        (("--project", "--bin", "2"), "drop it or export a volume"),
+        (("--project", "--dtype", "uint8", "--bin", "2"), "drop them or export a volume"),
     ],
 )
 def test_bad_export_options(cli, workdir: Path, run_dir: Path, args: tuple[str, ...], message: str) -> None:

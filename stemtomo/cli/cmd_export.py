@@ -102,7 +102,7 @@ def _refuse_volume_options(**given: bool) -> None:
     names = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
     if names:
         raise ParameterError(f"{', '.join(names)}: not used with --project (re-projections are float32 intensities "
-                             "on the model's own pixel grid); drop {'it' if len(names) == 1 else 'them'} or export a volume")
+                             f"on the model's own pixel grid); drop {'it' if len(names) == 1 else 'them'} or export a volume")
 
 
 def _project(field: Any, meta: Any, output: Path, tilts: str, overwrite: bool) -> None:
