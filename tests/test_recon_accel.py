@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
@@ -15,7 +16,7 @@ from stemtomo.core.render import RenderConfig
 from stemtomo.errors import ParameterError
 from stemtomo.recon.implicit import accel
 from stemtomo.recon.implicit.config import ReconConfig
-from stemtomo.recon.implicit.run import reconstruct
+from stemtomo.recon.implicit.run import build_trainer, reconstruct
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,3 +115,62 @@ def test_batched_read_back_logs_the_same_rows(image) -> None:
     stopped = reconstruct(image, cfg(sync_interval=5, val_interval=100), CPU, callback=calls.append,
                           should_stop=lambda: len(calls) >= 1)
     assert stopped.state.stopped == "interrupted" and stopped.state.iteration == 5
+
+
+_READ_BACKS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__")
+
+
+@contextlib.contextmanager
+def _no_host_read_backs():
+    """Make every Tensor → Python read-back raise (on a GPU each is a synchronization), except inside the
+    optimizers' own step, whose step counters live on the host by design."""
+    saved = {name: getattr(torch.Tensor, name) for name in _READ_BACKS}
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"Tensor.{name}() in the training step: a host synchronization on a GPU")
+        return method
+
+    def install(methods):
+        for name, m in methods.items():
+            setattr(torch.Tensor, name, m)
+
+    steps = {cls: cls.step for cls in (torch.optim.Adam, torch.optim.SGD)}
+
+    def unguarded(step):
+        def run(self, *args, **kwargs):
+            install(saved)
+            try:
+                return step(self, *args, **kwargs)
+            finally:
+                install({name: refuse(name) for name in _READ_BACKS})
+        return run
+
+    try:
+        for cls, step in steps.items():
+            cls.step = unguarded(step)  # type: ignore[method-assign]
+        install({name: refuse(name) for name in _READ_BACKS})
+        yield
+    finally:
+        install(saved)
+        for cls, step in steps.items():
+            cls.step = step  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(("method", "field", "extra"), [
+    ("l2", "voxel", {}), ("l1", "grid", {}), ("ours", "voxel", {}), ("ours", "grid", {"coarse_to_fine": True}),
+    ("l2", "mlp", {"render": RenderConfig(n_samples=4, n_importance=4)}), ("ours", "voxel", {"defocus_max_px": 1.5}),
+])
+def test_training_steps_read_nothing_back_to_the_host(image, method: str, field: str, extra: dict) -> None:
+    # "no host synchronizations in the training loop": between read-backs (every sync_interval steps) a step
+    # must queue device work only, for every method and field, warm-up (ours: flow fitted on detached
+    # residuals) and main phase alike. The one exception is scheduled: the last warm-up step of ours measures
+    # the NLL's TV rescale once (then again at each validation, which reads back anyway).
+    tr = build_trainer(image, cfg(method=method, field=FieldConfig(kind=field, mlp_width=32, mlp_depth=2),
+                                  warmup=3, **extra), CPU)
+    with _no_host_read_backs():
+        rows = [tr.step() for _ in range(2)]  # warm-up
+    rows.append(tr.step())  # end of the warm-up: TV rescale (ours)
+    with _no_host_read_backs():
+        rows += [tr.step() for _ in range(2)]  # the method's own loss (the NLL for ours)
+    assert [r["phase"] for r in rows][-1] == "main" and all(torch.is_tensor(r["loss"]) for r in rows)
