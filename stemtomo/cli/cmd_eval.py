@@ -278,15 +278,13 @@ def _mask(mask: Path | None, slab_only: bool, thickness_px: float | None, vol_im
 def _fsc(halves: tuple[Path, Path], pixel_size: float | None, dev: Any, notes: list[str]) -> Any:
     import torch
 
-    from stemtomo.errors import InputError
     from stemtomo.eval.fsc import fourier_shell_correlation
     from stemtomo.io import read_volume
+    from stemtomo.io.stack import check_not_constant
 
     h1, h2 = (read_volume(resolve_input(p)) for p in halves)
     for path, half in zip(halves, (h1, h2), strict=True):
-        if half.data.size and float(half.data.max()) == float(half.data.min()):
-            raise InputError(f"{path}: the half map is constant ({float(half.data.min()):g}); the FSC is undefined "
-                             "(did its reconstruction fail?)")
+        check_not_constant(half.data, path, "half map", "; the FSC is undefined (did its reconstruction fail?)")
     px = pixel_size if pixel_size is not None else h1.meta.pixel_size_angstrom
     other = h2.meta.pixel_size_angstrom
     if pixel_size is None and px is not None and other is not None and abs(other - px) > 1e-3 * px:

@@ -102,10 +102,13 @@ def check_finite(data: np.ndarray, path: Path | None, *, allow: bool = False) ->
     return bad
 
 
-def check_not_constant(data: np.ndarray, path: Path | None) -> None:
-    """Raise :class:`InputError` naming the file if all values are equal (nothing to reconstruct or add noise to)."""
+def check_not_constant(data: np.ndarray, path: Path | None, what: str = "stack", consequence: str = "") -> None:
+    """Raise :class:`InputError` naming the file if all values are equal (nothing to reconstruct, denoise, add
+    noise to or correlate). ``what`` names the input ("stack", "half map"); ``consequence`` is appended."""
     if data.size and float(data.min()) == float(data.max()):
-        raise InputError(f"{path}: every pixel is {float(data.min()):g}; a constant stack holds no image information")
+        unit = "pixel" if what == "stack" else "voxel"
+        raise InputError(f"{path}: every {unit} is {float(data.min()):g}; a constant {what} holds no image "
+                         f"information{consequence}")
 
 
 def _sidecar_meta(path: Path, data: np.ndarray, kind: str) -> tuple[Metadata, set[str]]:
