@@ -153,19 +153,12 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter], ctx: DistContext) -> 
         offset += n
 
 
-def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Sum a small tensor over the ranks (returned; the input is left unchanged)."""
+def all_reduced(values: torch.Tensor, ctx: DistContext, op: str = "sum") -> torch.Tensor:
+    """A small tensor reduced over the ranks (``sum`` or ``max``, element-wise), as a new tensor; the input
+    is left unchanged. Single process: a copy."""
     out = values.clone()
     if ctx.enabled:
-        dist.all_reduce(out)
-    return out
-
-
-def all_reduce_max(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Element-wise maximum of a small tensor over the ranks (e.g. a stop request on any rank)."""
-    out = values.clone()
-    if ctx.enabled:
-        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        dist.all_reduce(out, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return out
 
 
@@ -200,8 +193,7 @@ __all__ = [
     "DistContext",
     "ReplicaDivergedError",
     "all_reduce_grads",
-    "all_reduce_sum",
-    "all_reduce_max",
+    "all_reduced",
     "check_replicas_equal",
     "device_for_rank",
     "init_from_env",

@@ -235,7 +235,7 @@ class Trainer:
             pred = self.predict(u[sl], v[sl], th[sl], jitter=False, generator=gen)
             loss = data_loss(self.cfg.method, pred, y[sl], self.noise_model)
             acc = acc + torch.stack((loss.double() * pred.shape[0], acc.new_tensor(float(pred.shape[0]))))
-        total, n = D.all_reduce_sum(acc, self.dist).tolist()
+        total, n = D.all_reduced(acc, self.dist).tolist()
         return total / n
 
     def _rescore_best(self) -> float:
@@ -359,7 +359,7 @@ class Trainer:
             return
         losses = torch.stack([r["loss"] for r in pending])
         if collective:
-            losses = D.all_reduce_sum(losses, self.dist)
+            losses = D.all_reduced(losses, self.dist)
         rows = list(pending)
         pending.clear()
         for row, value in zip(rows, losses.tolist(), strict=True):
@@ -382,7 +382,7 @@ class Trainer:
             code = 2
         if self.dist.enabled:
             t = torch.tensor([float(code)], device=self.data.stack.device)
-            code = int(D.all_reduce_max(t, self.dist).item())
+            code = int(D.all_reduced(t, self.dist, op="max").item())
         st.stopped = {0: "", 1: "time", 2: "interrupted"}[code]
 
 
