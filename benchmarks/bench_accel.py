@@ -24,23 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from time_to_quality import LR, make_series
+from time_to_quality import LR, make_series, selected_psnr
 
 from stemtomo.core.device import resolve_device
 from stemtomo.core.fields import FieldConfig
 from stemtomo.io import write_image
-from stemtomo.recon.implicit import ReconConfig, psnr_minmax, reconstruct
+from stemtomo.recon.implicit import ReconConfig, reconstruct
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {"fp32": {}, "bf16": {"precision": "bf16"}, "compiled": {"compile_backend": "inductor"}}
-
-
-def selected_psnr(preview: np.ndarray, vol: np.ndarray) -> float:
-    pad = (vol.shape[0] - preview.shape[0]) // 2
-    full = np.pad(preview, ((pad, vol.shape[0] - preview.shape[0] - pad), (0, 0), (0, 0)))
-    return psnr_minmax(torch.from_numpy(full), torch.from_numpy(vol))
 
 
 def run_variant(vol, image, field: str, variant: str, steps: int, device: torch.device) -> dict:

@@ -137,8 +137,8 @@ def recon(
         prov = make_provenance("recon", {**opts, "resolved_config": cfg.to_dict(), "preparation": preparation}, inputs)
         stop = _StopFlag()
         r = cfg.render
-        samples_per_step = cfg.rays_per_batch * (r.n_samples + r.n_importance) * max(1, cfg.defocus_rays if
-                                                                                     cfg.defocus_max_px > 0 else 1)
+        sub_rays = cfg.defocus_rays if cfg.defocus_max_px > 0 else 1
+        samples_per_step = cfg.rays_per_batch * (r.n_samples + r.n_importance) * sub_rays
         with progress("recon", total=cfg.iterations) as advance, stop.installed():
             if resume_state is not None:
                 advance(int(resume_state[1]["state"]["iteration"]))
