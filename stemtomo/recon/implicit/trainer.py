@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -33,6 +33,7 @@ from stemtomo.recon.implicit.losses import NLL_METHODS, data_loss, flow_fit_loss
 from stemtomo.recon.implicit.optim import make_optimizer, psnr_minmax
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -148,15 +149,12 @@ class Trainer:
             return self._step()
         gens = [self.generator] + ([self.jitter_generator] if self.jitter_generator is not self.generator else [])
         states = [g.get_state() for g in gens]
-        try:
-            row = self._step()
-        except Exception as exc:  # compilation errors surface at the first forward/backward
-            log.warning("--compile: the compiled field failed (%s); training continues uncompiled",
-                        accel.describe_failure(exc))
-            accel.uncompile(self.field)
+
+        def rewind() -> None:  # redo the step from the same random state: the run is then the eager run
             for g, state in zip(gens, states, strict=True):
-                g.set_state(state)  # redo the step from the same random state: the run is the eager run
-            row = self._step()
+                g.set_state(state)
+
+        row = self._eager_retry(self._step, "the first step", rewind)  # compile errors surface here
         self._compile_unverified = False
         return row
 
@@ -309,7 +307,7 @@ class Trainer:
                     last = st.iteration == cfg.iterations
                     validated = st.iteration % cfg.val_interval == 0 or last
                     if validated:
-                        self._eager_retry(functools.partial(self.evaluate, row))
+                        self._eager_retry(functools.partial(self.evaluate, row), "validation")
                     st.elapsed_s = e0 + time.monotonic() - t0
                     row["time_s"] = st.elapsed_s
                     pending.append(row)
@@ -339,17 +337,20 @@ class Trainer:
             checkpoint(self)
         return st
 
-    def _eager_retry(self, fn: Callable[[], None]) -> None:
-        """Run ``fn``; if the compiled field fails on it (new input shapes recompile), retry it eagerly.
-        Validation and selection are idempotent, so a retry from the start is safe."""
+    def _eager_retry(self, fn: Callable[[], T], where: str, rewind: Callable[[], None] | None = None) -> T:
+        """Run ``fn``; if the compiled field fails in it (compilation happens at the first call and again for
+        new input shapes), uncompile, ``rewind`` and run it again eagerly. Validation and selection are
+        idempotent; a training step needs its random state rewound."""
         if not accel.is_compiled(self.field):
             return fn()
         try:
             return fn()
         except Exception as exc:
-            log.warning("--compile: the compiled field failed in validation (%s); training continues uncompiled",
+            log.warning("--compile: the compiled field failed in %s (%s); training continues uncompiled", where,
                         accel.describe_failure(exc))
             accel.uncompile(self.field)
+            if rewind is not None:
+                rewind()
             return fn()
 
     def _flush(self, pending: list[dict[str, Any]], callback: Callable[[dict[str, Any]], None] | None,
