@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from stemtomo.errors import InputError
+from stemtomo.errors import InputError, ParameterError
 
 ANGLE_SUFFIXES = (".tlt", ".rawtlt")
+
+
+def check_tilt_axis_angle(value: float) -> float:
+    """``--tilt-axis-angle`` as a float, checked to be finite and within ±180° (degrees CCW from +y).
+
+    Raises
+    ------
+    ParameterError
+        NaN, infinite or beyond ±180°.
+    """
+    a = float(value)
+    if not (math.isfinite(a) and abs(a) <= 180.0):
+        raise ParameterError(f"--tilt-axis-angle {a!r}: must be a finite angle within ±180° (degrees)")
+    return a
 
 
 def read_angle_file(path: str | os.PathLike[str]) -> list[float]:

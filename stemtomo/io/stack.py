@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from stemtomo.errors import InputError, ParameterError
-from stemtomo.io.angles import find_angle_file, read_angle_file
+from stemtomo.errors import InputError
+from stemtomo.io.angles import check_tilt_axis_angle, find_angle_file, read_angle_file
 from stemtomo.io.mrc import MRC_SUFFIXES, MrcHeaderInfo, read_mrc, write_mrc
 from stemtomo.io.safety import AtomicOutputs, check_output
 from stemtomo.io.sidecar import Metadata, dump_sidecar, load_sidecar_dict, sidecar_path
@@ -230,10 +229,8 @@ def _resolve_pixel(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[st
 def _resolve_axis(meta: Metadata, keys: set[str], lazy: _Lazy, sources: dict[str, str],
                   explicit: float | None) -> None:
     if explicit is not None:
-        a = float(explicit)
-        if not (math.isfinite(a) and abs(a) <= 180.0):
-            raise ParameterError(f"--tilt-axis-angle {explicit!r}: must be a finite angle within ±180° (degrees)")
-        meta.tilt_axis_angle_deg, sources["tilt_axis_angle_deg"] = a, "--tilt-axis-angle"
+        meta.tilt_axis_angle_deg = check_tilt_axis_angle(explicit)
+        sources["tilt_axis_angle_deg"] = "--tilt-axis-angle"
         return
     if "tilt_axis_angle_deg" in keys:
         sources["tilt_axis_angle_deg"] = "sidecar"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stemtomo.errors import ParameterError
+from stemtomo.io.angles import check_tilt_axis_angle
 
 if TYPE_CHECKING:
     import numpy as np
@@ -156,10 +157,7 @@ class SimulationConfig:
             raise ParameterError(
                 f"--pixel-size-angstrom {self.pixel_size_angstrom!r}: must be a positive number"
             )
-        if not (math.isfinite(self.tilt_axis_angle_deg) and abs(self.tilt_axis_angle_deg) <= 180.0):
-            raise ParameterError(
-                f"--tilt-axis-angle {self.tilt_axis_angle_deg!r}: must be a finite angle within ±180° (degrees)"
-            )
+        check_tilt_axis_angle(self.tilt_axis_angle_deg)
         if not (math.isfinite(self.shift_sigma_px) and self.shift_sigma_px >= 0):
             raise ParameterError(f"--shift-sigma-px {self.shift_sigma_px!r}: must be a number ≥ 0 (0 = off)")
         self.noise.validate()
