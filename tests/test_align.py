@@ -203,7 +203,8 @@ def test_align_cli_end_to_end(workdir: Path, cli) -> None:
         (["--apply"], "--apply needs --xf"),
         (["--xf", "two.xf"], "--xf is applied only with --apply"),
         (["--xf", "two.xf", "--apply"], "2 transforms but the stack has 5 images"),
-        (["--tilt-axis-angle", "200"], "must be within ±180°"),
+        (["--tilt-axis-angle", "200"], "--tilt-axis-angle 200.0: must be a finite angle within ±180°"),
+        (["--tilt-axis-angle", "nan"], "--tilt-axis-angle nan: must be a finite angle"),
         (["--neighbours", "0"], "--neighbours 0: must be ≥ 1"),
     ],
 )

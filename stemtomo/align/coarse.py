@@ -35,6 +35,7 @@ from stemtomo.align.axis import axis_profile_score, refine_tilt_axis, search_til
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
 from stemtomo.core.geometry import check_angles, raw_to_aligned
 from stemtomo.errors import ParameterError
+from stemtomo.io.angles import check_tilt_axis_angle
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class AlignConfig:
     """Specimen thickness (input pixels) for the projection-matching reconstruction; None: half the width."""
 
     def validate(self) -> None:
-        if self.tilt_axis_angle_deg is not None and not (-180.0 <= self.tilt_axis_angle_deg <= 180.0):
-            raise ParameterError(f"--tilt-axis-angle {self.tilt_axis_angle_deg:g}: must be within ±180°")
+        if self.tilt_axis_angle_deg is not None:
+            check_tilt_axis_angle(self.tilt_axis_angle_deg)
         if not 0 < self.max_shift_fraction <= 0.5:
             raise ParameterError(f"max shift fraction {self.max_shift_fraction:g}: must be in (0, 0.5]")
         if self.neighbours < 1:

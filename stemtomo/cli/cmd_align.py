@@ -77,8 +77,10 @@ def align(
         raise ParameterError("--apply needs --xf FILE.xf (the transforms to apply)")
     if xf is not None and not apply:
         raise ParameterError("--xf is applied only with --apply; add --apply (or drop --xf to align)")
-    if tilt_axis_angle is not None and not -180.0 <= tilt_axis_angle <= 180.0:
-        raise ParameterError(f"--tilt-axis-angle {tilt_axis_angle:g}: must be within ±180°")
+    if tilt_axis_angle is not None:
+        from stemtomo.io.angles import check_tilt_axis_angle
+
+        check_tilt_axis_angle(tilt_axis_angle)
     if refine < 0:
         raise ParameterError(f"--refine {refine}: must be ≥ 0")
     if neighbours is not None and neighbours < 1:
