@@ -110,9 +110,9 @@ def misaligned() -> tuple[torch.Tensor, np.ndarray]:
 def test_coarse_align_recovers_axis_and_shifts(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
     lines, shifts = misaligned
     result = coarse_align(lines.numpy(), ANGLES, AlignConfig())
-    # measured 9.24° (profile search alone: 7.32°): this series is the worst of the twelve 96²/128² clean
-    # and noisy phantoms measured for issue #9 (mean |error| 0.87° with the stretch refinement, 2.2° without)
-    assert abs(result.tilt_axis_angle_deg - 7.0) < 3.0, result.tilt_axis_angle_deg
+    # measured 7.56° (stretch refinement alone 9.24°, profile search alone 7.32°): one of the worst series
+    # of benchmarks/bench_align_axis.py for the stretch criterion; averaging the flow estimate fixes most of it
+    assert abs(result.tilt_axis_angle_deg - 7.0) < 1.5, result.tilt_axis_angle_deg
     assert _gauge_free_rms(np.zeros_like(shifts), shifts, 7.0) > 5.0  # the task is real
     assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.3  # measured 0.21 (before issue #9: 0.43)
     assert result.shifts_xy[result.reference_index] == pytest.approx([0.0, 0.0])
@@ -134,19 +134,21 @@ def test_neighbour_pairs_beat_the_cumulative_chain(misaligned: tuple[torch.Tenso
 
 def test_axis_refinement_survives_noise(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
     """At a Poisson dose of 30 per pixel the profile search alone is thrown far off (measured 20.6° for 7°);
-    the stretch refinement brings it back (measured 8.7°) and the shifts stay sub-pixel (0.23 px)."""
+    the stretch refinement brings it back (measured 8.7°; with the flow estimate averaged in 7.37°) and the
+    shifts stay sub-pixel (0.22 px)."""
     lines, shifts = misaligned
     counts = torch.poisson(torch.exp(-lines.double()) * 30, generator=torch.Generator().manual_seed(3))
     noisy = (-torch.log((counts / 30).clamp_min(1 / 60))).numpy()
     profile = coarse_align(noisy, ANGLES, AlignConfig(refine_axis=False)).tilt_axis_angle_deg
     result = coarse_align(noisy, ANGLES, AlignConfig())
-    assert abs(result.tilt_axis_angle_deg - 7.0) < 3.5 < abs(profile - 7.0), (result.tilt_axis_angle_deg, profile)
+    assert abs(result.tilt_axis_angle_deg - 7.0) < 1.5 < abs(profile - 7.0), (result.tilt_axis_angle_deg, profile)
     assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.5
 
 
 def test_zero_filled_corners_are_ignored(misaligned: tuple[torch.Tensor, np.ndarray]) -> None:
     """Raw images whose corners were zero-filled by an earlier rotation (20°, 12 % of the pixels, fixed in the
-    raw frame): without masking the fill the shifts were lost entirely (measured 6.4 px RMS); now 0.25 px."""
+    raw frame): without masking the fill the shifts were lost entirely (measured 6.4 px RMS); now 0.24 px,
+    and the axis 7.55° (9.04° with the stretch refinement alone)."""
     from stemtomo.align.coarse import fill_regions
 
     lines, shifts = misaligned
@@ -159,7 +161,7 @@ def test_zero_filled_corners_are_ignored(misaligned: tuple[torch.Tensor, np.ndar
     assert torch.equal(valid[0].bool(), torch.tensor(inside))
     assert filled[:, ~torch.tensor(inside)].max() < cornered.max()
     result = coarse_align(cornered.numpy(), ANGLES, AlignConfig())
-    assert abs(result.tilt_axis_angle_deg - 7.0) < 3.0
+    assert abs(result.tilt_axis_angle_deg - 7.0) < 1.5
     assert _gauge_free_rms(result.shifts_xy, shifts, 7.0) < 0.35
 
 
@@ -184,7 +186,8 @@ def test_align_cli_end_to_end(workdir: Path, cli) -> None:
     res = cli("align", "sim/clean.mrc", "-o", "ali.mrc", "--device", "cpu", "-q")
     assert res.exit_code == 0, res.output
     meta = yaml.safe_load(Path("ali.mrc.yaml").read_text())
-    # measured -88.98° (profile search alone: 88.0°). α and α ± 180° are the same axis.
+    # measured -88.66° (stretch refinement alone -88.98°, profile search alone 88.0°); α and α ± 180° are
+    # the same axis. This 64² series, 24 px thick with 4° steps, is hard for every criterion.
     assert abs(abs(meta["alignment"]["tilt_axis_angle_deg"]) - 90.0) < 1.5
     assert meta["tilt_axis_angle_deg"] == 0.0  # the output is aligned
     assert meta["alignment"]["holdout_error_after"] < meta["alignment"]["holdout_error_before"]

@@ -47,12 +47,16 @@ def _edge_weight(valid: torch.Tensor, width_px: float) -> torch.Tensor:
     """Smooth weight that is 0 on fill and rises to 1 over about ``2·width_px`` inside the valid region."""
     if bool((valid > 0.5).all()):
         return torch.ones_like(valid)
-    n, ny, nx = valid.shape
-    ky = torch.fft.fftfreq(ny, device=valid.device, dtype=valid.dtype)[:, None]
-    kx = torch.fft.rfftfreq(nx, device=valid.device, dtype=valid.dtype)[None, :]
-    g = torch.exp(-2 * (math.pi * width_px) ** 2 * (ky**2 + kx**2))
-    blurred = torch.fft.irfft2(torch.fft.rfft2(valid) * g, s=(ny, nx))
-    return ((blurred - 0.5) * 2).clamp(0, 1) * valid
+    return ((gaussian_blur(valid, width_px) - 0.5) * 2).clamp(0, 1) * valid
+
+
+def gaussian_blur(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Circular Gaussian blur (σ in pixels) of images ``(..., ny, nx)`` in Fourier space."""
+    ny, nx = x.shape[-2:]
+    ky = torch.fft.fftfreq(ny, device=x.device, dtype=x.dtype)[:, None]
+    kx = torch.fft.rfftfreq(nx, device=x.device, dtype=x.dtype)[None, :]
+    g = torch.exp(-2 * (math.pi * sigma_px) ** 2 * (ky**2 + kx**2))
+    return torch.fft.irfft2(torch.fft.rfft2(x) * g, s=(ny, nx))
 
 
 def _bandpass(images: torch.Tensor, low_sigma: float, high_sigma: float) -> torch.Tensor:
@@ -144,4 +148,4 @@ def uv_to_raw(shifts_uv: np.ndarray, tilt_axis_angle_deg: float) -> np.ndarray:
     return np.asarray(shifts_uv) @ rot.T
 
 
-__all__ = ["fill_regions", "shift_images", "uv_to_raw"]
+__all__ = ["fill_regions", "gaussian_blur", "shift_images", "uv_to_raw"]

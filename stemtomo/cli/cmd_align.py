@@ -50,6 +50,7 @@ def align(
     refine: Annotated[int, typer.Option("--refine", help="Rounds of leave-one-out projection matching against a WBP after the coarse alignment (0: off; experimental, 1-2 rounds at most).")] = 0,
     neighbours: Annotated[int | None, typer.Option("--neighbours", help="Correlate each tilt with this many neighbours per side and solve all pairs by least squares (1: the cumulative chain). Default: AlignConfig.neighbours (3).")] = None,
     refine_axis: Annotated[bool | None, typer.Option("--refine-axis/--no-refine-axis", help="Refine the searched tilt-axis angle by the stretched-correlation criterion. Default: AlignConfig.refine_axis (on).")] = None,
+    flow_axis: Annotated[bool | None, typer.Option("--flow-axis/--no-flow-axis", help="Average the searched tilt-axis angle with the angle at which local displacements between neighbouring tilts run perpendicular to the axis. Default: AlignConfig.flow_axis (on).")] = None,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else bf.")] = None,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
@@ -91,7 +92,7 @@ def align(
     xf_path, png_path = output_paths(output)
     check_outputs([output] if apply else [output, xf_path, png_path], overwrite)
     opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, xf=xf, apply=apply, refine=refine,
-                        neighbours=neighbours, refine_axis=refine_axis,
+                        neighbours=neighbours, refine_axis=refine_axis, flow_axis=flow_axis,
                         contrast=contrast.value if contrast else None, estimate_thickness=estimate_thickness,
                         **{k: v for k, v in prepare_option_values(prep).items() if k != "xf"}, device=device)
     if apply:
@@ -99,7 +100,7 @@ def align(
         _apply(tilt_series, output, xf, angles, opts, device, overwrite, prep,
                contrast.value if contrast else None, estimate_thickness)
     else:
-        tuning = {k: v for k, v in {"neighbours": neighbours, "refine_axis": refine_axis}.items() if v is not None}
+        tuning = {k: v for k, v in {"neighbours": neighbours, "refine_axis": refine_axis, "flow_axis": flow_axis}.items() if v is not None}
         _align(tilt_series, output, angles, tilt_axis_angle, refine, contrast.value if contrast else None,
                opts, device, overwrite, prep, estimate_thickness, tuning)
 

@@ -1,0 +1,68 @@
+"""Tilt-axis angle from the direction of local displacements between neighbouring tilts (align/flow.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stemtomo.align.flow import displacement_slope, in_bounds, refine_axis_by_flow, tilt_pairs
+from stemtomo.core.geometry import length_unit_px, raw_to_aligned
+from stemtomo.core.projector import forward_project
+from stemtomo.simulate.phantoms import cell_phantom
+
+ANGLES = np.arange(-60.0, 61.0, 3.0)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def thin_series() -> torch.Tensor:
+    """Aligned line integrals (tilt axis along v) of a thin 64² cell slab: parallax hardly mixes features."""
+    vol, _ = cell_phantom(64, 8, np.random.default_rng(3))
+    return (forward_project(torch.tensor(vol), ANGLES, thickness_px=8) / length_unit_px(64, 64)).float()
+
+
+def test_tilt_pairs_are_angle_neighbours() -> None:
+    first, second = tilt_pairs(np.array([10.0, -10.0, 0.0, 20.0]), 2)
+    assert list(zip(first.tolist(), second.tolist(), strict=True)) == [(1, 2), (1, 0), (2, 0), (2, 3), (0, 3)]
+
+
+def test_slope_follows_a_rotation_of_the_assumed_axis(thin_series: torch.Tensor) -> None:
+    """Rotating the frame by ±1.5° tilts the displacements by about ∓1.5°; the true frame gives ≈ 0."""
+    plus = displacement_slope(raw_to_aligned(thin_series, 1.5), ANGLES)
+    minus = displacement_slope(raw_to_aligned(thin_series, -1.5), ANGLES)
+    zero = displacement_slope(thin_series, ANGLES)
+    assert -2.5 < plus < -0.6 and 0.6 < minus < 2.5, (plus, minus)
+    assert abs(zero) < 0.25 * min(abs(plus), abs(minus)), (zero, plus, minus)
+
+
+def test_slope_is_mirror_equivariant(thin_series: torch.Tensor) -> None:
+    """Mirroring u (or v) is a valid tilt series of the mirrored specimen and mirrors the slope exactly."""
+    images = raw_to_aligned(thin_series, 1.0)
+    slope = displacement_slope(images, ANGLES)
+    assert displacement_slope(images.flip(-1), ANGLES) == pytest.approx(-slope, abs=1e-4)
+    assert displacement_slope(images.flip(-2), ANGLES) == pytest.approx(-slope, abs=1e-4)
+
+
+def test_refine_axis_by_flow_finds_the_axis(thin_series: torch.Tensor) -> None:
+    """Raw images with the axis at 0°, searched from 2.5° off (beyond one ±1° fit: refitted)."""
+    valid = torch.ones_like(thin_series)
+    alpha = refine_axis_by_flow(thin_series, valid, ANGLES, 2.5)
+    assert alpha is not None and abs(alpha) < 0.3, alpha
+    assert refine_axis_by_flow(thin_series, valid, ANGLES, 2.5, max_change_deg=1.0) is None
+
+
+def test_refine_axis_by_flow_without_signal_returns_none() -> None:
+    """Identical tilts (no displacement at all): the slope does not fall with α, so no estimate."""
+    img = torch.tensor(np.random.default_rng(1).random((1, 48, 48)), dtype=torch.float32).expand(9, 48, 48)
+    assert refine_axis_by_flow(img.contiguous(), torch.ones(9, 48, 48), np.linspace(-40, 40, 9), 0.0) is None
+
+
+def test_in_bounds_masks_the_wrapped_border() -> None:
+    mask = in_bounds((2, 10, 12), np.array([[3.0, 0.0], [0.0, -2.0]]), margin=1.0)
+    assert mask.shape == (2, 10, 12)
+    # source x + 3 and y must lie in [1, 10] and [1, 8]
+    assert mask[0, 1:9, :8].all() and not mask[0, :, 8:].any() and not mask[0, [0, 9]].any()
+    # source x and y − 2: x in [1, 10], y ≥ 3
+    assert mask[1, 3:, 1:11].all() and not mask[1, :3].any() and not mask[1, :, [0, 11]].any()
