@@ -4,11 +4,18 @@ Each case is a cell phantom (:func:`stemtomo.simulate.phantoms.cell_phantom`, N�
 -60:60:3) projected in the aligned frame, rotated into a raw frame with tilt-axis angle α (bilinear, as in
 tests/test_align.py) and shifted by Gaussian per-tilt shifts (σ = 5 px); "dose 40" adds Poisson noise of 40
 counts per pixel to the intensities before taking −log. For each case it runs
-:func:`stemtomo.align.coarse_align` with the default :class:`~stemtomo.align.AlignConfig` and reports the
-signed axis error (α modulo 180°), the gauge-free RMS shift error (a 3D translation of the specimen removed)
-and the wall time. Prints a table and writes ``benchmarks/results/bench_align_axis.csv``.
+:func:`stemtomo.align.coarse_align` side by side with the default :class:`~stemtomo.align.AlignConfig`
+("default": stretch refinement averaged with the displacement-direction estimate) and with
+``flow_axis=False`` ("stretch": the stretch refinement alone), and reports the signed axis errors (α modulo
+180°), the gauge-free RMS shift error of the default (a 3D translation of the specimen removed) and its wall
+time. Prints a table and writes ``benchmarks/results/bench_align_axis[_TAG].csv``.
 
-Usage: ``python benchmarks/bench_align_axis.py [--quick] [--threads 1]`` (``--quick``: seed 3 only).
+Case sets (``--cases``): ``bench`` (the 12 phantoms above × clean/noisy), ``heldout`` (seeds 11/13 at 96²,
+axes 7°/90°/−20°, plus 128² α = 30° seed 11: 14 series never used to choose a setting), or ``--size N``
+(the bench axes with seeds 3/5/7/11 at N², slab N/3).
+
+Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout] [--size N] [--threads 1]``
+(``--quick``: seed 3 only).
 """
 
 from __future__ import annotations
@@ -33,6 +40,11 @@ ANGLES = np.arange(-60.0, 61.0, 3.0)
 CASES = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (3, 5, 7)] + [
     (128, 40, 7.0, seed) for seed in (3, 5, 7)
 ]
+HELDOUT = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (11, 13)] + [(128, 42, 30.0, 11)]
+
+
+def sized_cases(size: int) -> list[tuple[int, int, float, int]]:
+    return [(size, size // 3, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (3, 5, 7, 11)]
 
 
 def misaligned_series(size: int, thickness: int, alpha_deg: float, seed: int, dose: float) -> tuple[np.ndarray, np.ndarray]:
@@ -63,29 +75,38 @@ def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seed 3 only (8 cases)")
+    parser.add_argument("--quick", action="store_true", help="seed 3 only")
+    parser.add_argument("--cases", choices=("bench", "heldout"), default="bench")
+    parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [c for c in CASES if c[3] == 3] if args.quick else CASES
+    cases = sized_cases(args.size) if args.size else HELDOUT if args.cases == "heldout" else CASES
+    cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
-    print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'α error':>8} {'shift RMS':>9} {'time':>6}")
+    print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'stretch':>8} {'default':>8} {'shift RMS':>9} {'time':>6}")
     for size, thickness, alpha, seed in cases:
         for dose in (0, 40):
             raw, shifts = misaligned_series(size, thickness, alpha, seed, dose)
+            stretch = coarse_align(raw, ANGLES, AlignConfig(flow_axis=False)).tilt_axis_angle_deg
             t0 = time.perf_counter()
             result = coarse_align(raw, ANGLES, AlignConfig())
             seconds = time.perf_counter() - t0
             error = (result.tilt_axis_angle_deg - alpha + 90.0) % 180.0 - 90.0
+            error_stretch = (stretch - alpha + 90.0) % 180.0 - 90.0
             rms = gauge_free_rms(result.shifts_xy, shifts, alpha)
-            rows.append({"size": size, "alpha_deg": alpha, "seed": seed, "dose": dose, "axis_error_deg": round(error, 3),
+            rows.append({"size": size, "alpha_deg": alpha, "seed": seed, "dose": dose,
+                         "axis_error_stretch_deg": round(error_stretch, 3), "axis_error_deg": round(error, 3),
                          "shift_rms_px": round(rms, 3), "seconds": round(seconds, 2)})
-            print(f"{size:4d} {alpha:6.1f} {seed:4d} {dose:4d} {error:+8.2f} {rms:9.2f} {seconds:6.1f}", flush=True)
-    err = np.abs([r["axis_error_deg"] for r in rows])
-    print(f"|α error| mean {err.mean():.2f}° max {err.max():.2f}°, < 0.5° in {(err < 0.5).sum()}/{err.size}; "
-          f"shift RMS mean {np.mean([r['shift_rms_px'] for r in rows]):.2f} px")
+            print(f"{size:4d} {alpha:6.1f} {seed:4d} {dose:4d} {error_stretch:+8.2f} {error:+8.2f} {rms:9.2f} "
+                  f"{seconds:6.1f}", flush=True)
+    for key, label in (("axis_error_stretch_deg", "stretch"), ("axis_error_deg", "default")):
+        err = np.abs([r[key] for r in rows])
+        print(f"{label:>8}: |α error| mean {err.mean():.2f}° max {err.max():.2f}°, < 0.5° in {(err < 0.5).sum()}/{err.size}")
+    print(f"default shift RMS mean {np.mean([r['shift_rms_px'] for r in rows]):.2f} px")
     RESULTS.mkdir(exist_ok=True)
-    name = "bench_align_axis_quick.csv" if args.quick else "bench_align_axis.csv"
+    tag = f"_{args.size}" if args.size else "_heldout" if args.cases == "heldout" else ""
+    name = f"bench_align_axis{tag}{'_quick' if args.quick else ''}.csv"
     with open(RESULTS / name, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
