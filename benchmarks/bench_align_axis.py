@@ -11,10 +11,13 @@ counts per pixel to the intensities before taking −log. For each case it runs
 time. Prints a table and writes ``benchmarks/results/bench_align_axis[_TAG].csv``.
 
 Case sets (``--cases``): ``bench`` (the 12 phantoms above × clean/noisy), ``heldout`` (seeds 11/13 at 96²,
-axes 7°/90°/−20°, plus 128² α = 30° seed 11: 14 series never used to choose a setting), or ``--size N``
-(the bench axes with seeds 3/5/7/11 at N², slab N/3).
+axes 7°/90°/−20°, plus 128² α = 30° seed 11: 14 series never used to choose a setting), ``simulate``
+(:func:`stemtomo.simulate.simulate` with its defaults, i.e. ``stemtomo simulate --tilt-axis-angle 7
+--shift-sigma-px 5 --dose 40``: cell phantom with viruses, slab N/2, 67 tilts −50…49°, at 64² seeds 1–4
+and 128² seeds 1–3; its noisy series is the "dose 40" row), or ``--size N`` (the bench axes with seeds
+3/5/7/11 at N², slab N/3).
 
-Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout] [--size N] [--threads 1]``
+Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate] [--size N] [--threads 1]``
 (``--quick``: seed 3 only).
 """
 
@@ -41,6 +44,7 @@ CASES = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (3, 5
     (128, 40, 7.0, seed) for seed in (3, 5, 7)
 ]
 HELDOUT = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (11, 13)] + [(128, 42, 30.0, 11)]
+SIMULATE = [(64, 32, 7.0, seed) for seed in (1, 2, 3, 4)] + [(128, 64, 7.0, seed) for seed in (1, 2, 3)]
 
 
 def sized_cases(size: int) -> list[tuple[int, int, float, int]]:
@@ -62,11 +66,25 @@ def misaligned_series(size: int, thickness: int, alpha_deg: float, seed: int, do
     return raw.float().numpy(), shifts
 
 
-def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float) -> float:
+def simulated_series(size: int, alpha_deg: float, seed: int, dose: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``simulate``'s default series with axis α and σ = 5 px shifts: raw line integrals, shifts, angles."""
+    from stemtomo.align.pipeline import line_integral_stack
+    from stemtomo.simulate.config import NoiseConfig, SimulationConfig
+    from stemtomo.simulate.simulate import simulate
+
+    cfg = SimulationConfig(size=size, tilt_axis_angle_deg=alpha_deg, shift_sigma_px=5.0, seed=seed,
+                           noise=NoiseConfig(dose=40.0))
+    result = simulate(cfg)
+    stack = result.noisy if dose else result.clean
+    assert stack is not None and result.shifts_px is not None
+    return line_integral_stack(stack, cfg.contrast, cfg.kappa, None), result.shifts_px, result.tilt_angles_deg
+
+
+def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float, angles: np.ndarray = ANGLES) -> float:
     """RMS shift error without the undeterminable 3D translation (u: dx·cosθ + dz·sinθ, a common v)."""
     a = math.radians(-alpha_deg)
     d = (est_xy - true_xy) @ np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]).T
-    th = np.deg2rad(ANGLES)
+    th = np.deg2rad(angles)
     basis = np.c_[np.cos(th), np.sin(th)]
     du = d[:, 0] - basis @ np.linalg.lstsq(basis, d[:, 0], rcond=None)[0]
     dv = d[:, 1] - d[:, 1].mean()
@@ -76,25 +94,29 @@ def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seed 3 only")
-    parser.add_argument("--cases", choices=("bench", "heldout"), default="bench")
+    parser.add_argument("--cases", choices=("bench", "heldout", "simulate"), default="bench")
     parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = sized_cases(args.size) if args.size else HELDOUT if args.cases == "heldout" else CASES
+    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE}
+    cases = sized_cases(args.size) if args.size else sets[args.cases]
     cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
     print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'stretch':>8} {'default':>8} {'shift RMS':>9} {'time':>6}")
     for size, thickness, alpha, seed in cases:
         for dose in (0, 40):
-            raw, shifts = misaligned_series(size, thickness, alpha, seed, dose)
-            stretch = coarse_align(raw, ANGLES, AlignConfig(flow_axis=False)).tilt_axis_angle_deg
+            if args.cases == "simulate" and not args.size:
+                raw, shifts, angles = simulated_series(size, alpha, seed, dose)
+            else:
+                (raw, shifts), angles = misaligned_series(size, thickness, alpha, seed, dose), ANGLES
+            stretch = coarse_align(raw, angles, AlignConfig(flow_axis=False)).tilt_axis_angle_deg
             t0 = time.perf_counter()
-            result = coarse_align(raw, ANGLES, AlignConfig())
+            result = coarse_align(raw, angles, AlignConfig())
             seconds = time.perf_counter() - t0
             error = (result.tilt_axis_angle_deg - alpha + 90.0) % 180.0 - 90.0
             error_stretch = (stretch - alpha + 90.0) % 180.0 - 90.0
-            rms = gauge_free_rms(result.shifts_xy, shifts, alpha)
+            rms = gauge_free_rms(result.shifts_xy, shifts, alpha, angles)
             rows.append({"size": size, "alpha_deg": alpha, "seed": seed, "dose": dose,
                          "axis_error_stretch_deg": round(error_stretch, 3), "axis_error_deg": round(error, 3),
                          "shift_rms_px": round(rms, 3), "seconds": round(seconds, 2)})
@@ -105,7 +127,7 @@ def main() -> None:
         print(f"{label:>8}: |α error| mean {err.mean():.2f}° max {err.max():.2f}°, < 0.5° in {(err < 0.5).sum()}/{err.size}")
     print(f"default shift RMS mean {np.mean([r['shift_rms_px'] for r in rows]):.2f} px")
     RESULTS.mkdir(exist_ok=True)
-    tag = f"_{args.size}" if args.size else "_heldout" if args.cases == "heldout" else ""
+    tag = f"_{args.size}" if args.size else "" if args.cases == "bench" else f"_{args.cases}"
     name = f"bench_align_axis{tag}{'_quick' if args.quick else ''}.csv"
     with open(RESULTS / name, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -66,3 +66,21 @@ def test_in_bounds_masks_the_wrapped_border() -> None:
     assert mask[0, 1:9, :8].all() and not mask[0, :, 8:].any() and not mask[0, [0, 9]].any()
     # source x and y − 2: x in [1, 10], y ≥ 3
     assert mask[1, 3:, 1:11].all() and not mask[1, :3].any() and not mask[1, :, [0, 11]].any()
+
+
+def test_robust_shift_solve_drops_a_wrong_pair() -> None:
+    """A pair whose correlation peaked 10 px off is dropped when the other pairs still fix every shift;
+    in a plain chain (no redundancy) nothing can be dropped and the least-squares answer stays."""
+    from stemtomo.align.shifts import _pair_row, _robust_solve
+
+    rng = np.random.default_rng(0)
+    n, ref = 9, 4
+    truth = rng.normal(0, 3, (n, 2))
+    truth -= truth[ref]
+    for neighbours, exact in ((3, True), (1, False)):
+        pairs = [(i, i + k) for i in range(n) for k in range(1, neighbours + 1) if i + k < n]
+        rows = np.array([_pair_row(n, j, i, 1.0) for i, j in pairs])
+        rhs = rows @ truth
+        rhs[2] += [10.0, -4.0]
+        solved = _robust_solve(rows, rows, rhs, ref)
+        assert np.allclose(solved - solved[ref], truth, atol=1e-9) == exact

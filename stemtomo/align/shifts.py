@@ -69,13 +69,33 @@ def neighbour_shifts(
             rows_u.append(_pair_row(n, i, j, factor))
             rows_v.append(_pair_row(n, i, j, 1.0))
             rhs.append((du, dv))
+    shifts = _robust_solve(np.asarray(rows_u), np.asarray(rows_v), np.asarray(rhs), ref)
+    return shifts - shifts[ref], ref
+
+
+def _robust_solve(rows_u: np.ndarray, rows_v: np.ndarray, rhs: np.ndarray, ref: int, *, rounds: int = 3,
+                  floor_px: float = 0.5, mads: float = 5.0) -> np.ndarray:
+    """Least-squares shifts ``(n, 2)`` from the pair equations, refitted without the pairs whose residual
+    ``|(r_u, r_v)|`` exceeds ``max(floor_px, mads · 1.4826 · median)`` (a pair whose correlation peaked on
+    the wrong feature is off by pixels in both; measured on ``simulate``'s 64² default series: median
+    residual 0.05 px, the worst pairs 2–14 px). A pair set that no longer determines every shift is not
+    used."""
+    n = rows_u.shape[1]
     gauge = np.zeros((1, n))
     gauge[0, ref] = 1.0
-    b = np.asarray(rhs)
-    su = np.linalg.lstsq(np.vstack([rows_u, gauge]), np.r_[b[:, 0], 0.0], rcond=None)[0]
-    sv = np.linalg.lstsq(np.vstack([rows_v, gauge]), np.r_[b[:, 1], 0.0], rcond=None)[0]
-    shifts = np.c_[su, sv]
-    return shifts - shifts[ref], ref
+    keep = np.ones(len(rhs), dtype=bool)
+    for _ in range(rounds + 1):
+        a_u, a_v = np.vstack([rows_u[keep], gauge]), np.vstack([rows_v[keep], gauge])
+        su = np.linalg.lstsq(a_u, np.r_[rhs[keep, 0], 0.0], rcond=None)[0]
+        sv = np.linalg.lstsq(a_v, np.r_[rhs[keep, 1], 0.0], rcond=None)[0]
+        res = np.hypot(rows_u @ su - rhs[:, 0], rows_v @ sv - rhs[:, 1])
+        new = res <= max(floor_px, mads * 1.4826 * float(np.median(res[keep])))
+        full_rank = (np.linalg.matrix_rank(np.vstack([rows_u[new], gauge])) == n
+                     and np.linalg.matrix_rank(np.vstack([rows_v[new], gauge])) == n)
+        if np.array_equal(new, keep) or not full_rank:
+            break
+        keep = new
+    return np.c_[su, sv]
 
 
 def _pair_row(n: int, i: int, j: int, factor: float) -> np.ndarray:
