@@ -1,4 +1,5 @@
-"""Tilt-axis angle from the direction of local displacements between neighbouring tilts (align/flow.py)."""
+"""Tilt-axis angle from the direction of local displacements between neighbouring tilts (align/flow.py), and
+the outlier-robust shift fit of align/shifts.py."""
 
 from __future__ import annotations
 
