@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from stemtomo.align.flow import displacement_slope, in_bounds, refine_axis_by_flow, tilt_pairs
+from stemtomo.align.flow import displacement_slope, in_bounds, refine_axis_by_flow
+from stemtomo.align.shifts import tilt_pairs
 from stemtomo.core.geometry import length_unit_px, raw_to_aligned
 from stemtomo.core.projector import forward_project
 from stemtomo.simulate.phantoms import cell_phantom

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from stemtomo.align._filters import _bandpass, gaussian_blur
+from stemtomo.align.shifts import tilt_pairs
 from stemtomo.core.geometry import raw_to_aligned
 
 
@@ -35,14 +36,6 @@ def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     gu[..., 1:-1] = (x[..., 2:] - x[..., :-2]) / 2
     gv[..., 1:-1, :] = (x[..., 2:, :] - x[..., :-2, :]) / 2
     return gu, gv
-
-
-def tilt_pairs(angles_deg: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays ``(i, j)``: every tilt with its next ``neighbours`` tilts in angle order."""
-    order = np.argsort(angles_deg)
-    pairs = [(int(order[p]), int(order[p + k])) for p in range(len(order)) for k in range(1, neighbours + 1)
-             if p + k < len(order)]
-    return np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64)
 
 
 def displacement_slope(
@@ -55,7 +48,7 @@ def displacement_slope(
 
     ``aligned`` ``(n, ny, nx)`` are shift-corrected images in the assumed aligned frame (line integrals);
     ``valid`` an optional ``(n, ny, nx)`` mask (1 = data) of the same frame. For each pair ``(i, j)``
-    (:func:`tilt_pairs`), image ``j`` is resampled at ``u·cosθ_j/cosθ_i``, and a Lucas–Kanade flow in
+    (:func:`~stemtomo.align.shifts.tilt_pairs`), image ``j`` is resampled at ``u·cosθ_j/cosθ_i``, and a Lucas–Kanade flow in
     Gaussian windows (σ ``window_px``) of the band-passed images gives ``(d_u, d_v)`` per pixel. Windows with
     a weak smaller structure-tensor eigenvalue (< 5 % of the pair's largest), flows of 1 px or more, pixels
     outside a central circle (``radius_fraction · min(ny, nx)``) or outside ``valid`` are dropped. The slope
@@ -151,4 +144,4 @@ def in_bounds(shape: Sequence[int], shifts_xy: np.ndarray, margin: float = 2.0, 
     return (inside_x & inside_y).float()
 
 
-__all__ = ["displacement_slope", "in_bounds", "refine_axis_by_flow", "tilt_pairs"]
+__all__ = ["displacement_slope", "in_bounds", "refine_axis_by_flow"]

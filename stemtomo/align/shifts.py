@@ -58,18 +58,14 @@ def neighbour_shifts(
     ref = int(order[int(np.argmin(np.abs(angles_deg[order])))])
     cos = np.cos(np.deg2rad(angles_deg))
     rows_u, rows_v, rhs = [], [], []
-    for pos in range(n):
-        for k in range(1, neighbours + 1):
-            if pos + k >= n:
-                break
-            i, j = int(order[pos]), int(order[pos + k])
-            if cos[i] > cos[j]:
-                i, j = j, i  # j is the tilt nearer 0°: it is the one compressed
-            factor = float(cos[i] / cos[j])
-            dv, du = _xcorr_shift(aligned[i], _stretch_x(aligned[j], factor), max_shift)
-            rows_u.append(_pair_row(n, i, j, factor))
-            rows_v.append(_pair_row(n, i, j, 1.0))
-            rhs.append((du, dv))
+    for i, j in zip(*(p.tolist() for p in tilt_pairs(angles_deg, neighbours)), strict=True):
+        if cos[i] > cos[j]:
+            i, j = j, i  # j is the tilt nearer 0°: it is the one compressed
+        factor = float(cos[i] / cos[j])
+        dv, du = _xcorr_shift(aligned[i], _stretch_x(aligned[j], factor), max_shift)
+        rows_u.append(_pair_row(n, i, j, factor))
+        rows_v.append(_pair_row(n, i, j, 1.0))
+        rhs.append((du, dv))
     shifts = _robust_solve(np.asarray(rows_u), np.asarray(rows_v), np.asarray(rhs), ref)
     return shifts - shifts[ref], ref
 
@@ -99,6 +95,14 @@ def _robust_solve(rows_u: np.ndarray, rows_v: np.ndarray, rhs: np.ndarray, ref: 
     return np.c_[su, sv]
 
 
+def tilt_pairs(angles_deg: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays ``(i, j)``: every tilt with its next ``neighbours`` tilts in angle order."""
+    order = np.argsort(angles_deg)
+    pairs = [(int(order[p]), int(order[p + k])) for p in range(len(order)) for k in range(1, neighbours + 1)
+             if p + k < len(order)]
+    return np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64)
+
+
 def _pair_row(n: int, i: int, j: int, factor: float) -> np.ndarray:
     row = np.zeros(n)
     row[i] = 1.0
@@ -106,4 +110,4 @@ def _pair_row(n: int, i: int, j: int, factor: float) -> np.ndarray:
     return row
 
 
-__all__ = ["cumulative_shifts", "neighbour_shifts"]
+__all__ = ["cumulative_shifts", "neighbour_shifts", "tilt_pairs"]
