@@ -47,10 +47,10 @@ def _edge_weight(valid: torch.Tensor, width_px: float) -> torch.Tensor:
     """Smooth weight that is 0 on fill and rises to 1 over about ``2·width_px`` inside the valid region."""
     if bool((valid > 0.5).all()):
         return torch.ones_like(valid)
-    return ((gaussian_blur(valid, width_px) - 0.5) * 2).clamp(0, 1) * valid
+    return ((circular_gaussian_blur(valid, width_px) - 0.5) * 2).clamp(0, 1) * valid
 
 
-def gaussian_blur(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
+def circular_gaussian_blur(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """Circular Gaussian blur (σ in pixels) of images ``(..., ny, nx)`` in Fourier space."""
     ny, nx = x.shape[-2:]
     ky = torch.fft.fftfreq(ny, device=x.device, dtype=x.dtype)[:, None]
@@ -148,4 +148,4 @@ def uv_to_raw(shifts_uv: np.ndarray, tilt_axis_angle_deg: float) -> np.ndarray:
     return np.asarray(shifts_uv) @ rot.T
 
 
-__all__ = ["fill_regions", "gaussian_blur", "shift_images", "uv_to_raw"]
+__all__ = ["fill_regions", "circular_gaussian_blur", "shift_images", "uv_to_raw"]

@@ -50,10 +50,13 @@ def search_tilt_axis(
         denom = y0 - 2 * y1 + y2
         if denom < 0:
             best += refine_step_deg * float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
-    wrapped = (best + 90.0) % 180.0 - 90.0
-    if wrapped <= -90.0 + 1e-9:
-        wrapped += 180.0
-    return wrapped, np.asarray(sorted(scored))
+    return wrap_axis_angle(best), np.asarray(sorted(scored))
+
+
+def wrap_axis_angle(angle_deg: float) -> float:
+    """The same tilt axis with its angle in (−90°, 90°] (α and α + 180° give mirrored-sign projections)."""
+    wrapped = (angle_deg + 90.0) % 180.0 - 90.0
+    return wrapped + 180.0 if wrapped <= -90.0 + 1e-9 else wrapped
 
 
 def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float, *, partner_fractions: Sequence[float] = (0.0, 0.7),
@@ -139,4 +142,4 @@ def refine_tilt_axis(
     return alpha, np.asarray(sorted(scored))
 
 
-__all__ = ["axis_profile_score", "refine_tilt_axis", "search_tilt_axis", "stretch_score"]
+__all__ = ["axis_profile_score", "refine_tilt_axis", "search_tilt_axis", "stretch_score", "wrap_axis_angle"]

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from stemtomo.align._filters import _bandpass, _edge_weight, fill_regions, shift_images, uv_to_raw
-from stemtomo.align.axis import axis_profile_score, refine_tilt_axis, search_tilt_axis, stretch_score
+from stemtomo.align.axis import (
+    axis_profile_score,
+    refine_tilt_axis,
+    search_tilt_axis,
+    stretch_score,
+    wrap_axis_angle,
+)
 from stemtomo.align.flow import in_bounds, refine_axis_by_flow
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
 from stemtomo.core.geometry import check_angles, raw_to_aligned
@@ -180,10 +186,7 @@ def coarse_align(
                       "none" if flow_alpha is None else f"{flow_alpha:.2f}°")
             if flow_alpha is not None:
                 alpha = (alpha + flow_alpha) / 2
-        if config.refine_axis or config.flow_axis:
-            alpha = (alpha + 90.0) % 180.0 - 90.0
-            if alpha <= -90.0 + 1e-9:
-                alpha += 180.0
+        alpha = wrap_axis_angle(alpha)
     else:
         alpha, scores = float(config.tilt_axis_angle_deg), np.zeros((0, 2))
     if progress:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stemtomo.align._filters import _bandpass, gaussian_blur
+from stemtomo.align._filters import _bandpass, circular_gaussian_blur
 from stemtomo.align.shifts import tilt_pairs
 from stemtomo.core.geometry import raw_to_aligned
 
@@ -76,8 +76,8 @@ def displacement_slope(
         b = torch.nn.functional.grid_sample(f[j][:, None], grid, align_corners=True)[:, 0]
         gu, gv = _gradient((a + b) / 2)
         t = b - a
-        guu, guv, gvv = (gaussian_blur(p, window_px) for p in (gu * gu, gu * gv, gv * gv))
-        hu, hv = gaussian_blur(gu * t, window_px), gaussian_blur(gv * t, window_px)
+        guu, guv, gvv = (circular_gaussian_blur(p, window_px) for p in (gu * gu, gu * gv, gv * gv))
+        hu, hv = circular_gaussian_blur(gu * t, window_px), circular_gaussian_blur(gv * t, window_px)
         det = (guu * gvv - guv**2).clamp_min(1e-30)
         du = -(gvv * hu - guv * hv) / det
         dv = -(guu * hv - guv * hu) / det
