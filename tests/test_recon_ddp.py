@@ -68,7 +68,11 @@ def test_two_ranks_reproduce_the_single_process_run(workdir: Path, data: Path) -
         single = reconstruct(image, cfg, torch.device("cpu"))
         assert np.abs(got[name] - single.preview).max() < 1e-4, name  # measured: l2 7e-8, ours 1.1e-5
         want = np.array([row["loss"] for row in single.trainer.history])
-        assert np.abs(got[name + "_loss"] - want).max() < 5e-4, name  # measured: l2 1.5e-8, ours 9.3e-5
+        # ours: the logged NLL differs by 2e-4 already at its first step after warm-up (the float32 sums over
+        # two half batches round differently) and by up to 7.9e-4 later, then falls back to 4e-5 (no drift);
+        # measured max 9.3e-5 on one machine, 7.9e-4 on another, the fields equal to 7e-5 on both
+        tol = 2e-3 if name == "ours" else 5e-4
+        assert np.abs(got[name + "_loss"] - want).max() < tol, name  # measured: l2 1.5e-8
 
 
 def test_recon_cli_under_torchrun(cli, workdir: Path, data: Path) -> None:
