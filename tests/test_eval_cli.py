@@ -191,13 +191,14 @@ def test_fsc_of_a_constant_half_map_is_refused(run, workdir: Path) -> None:
         (("vol.mrc", "-r", "ref.mrc", "--data-range", "0"), "--data-range"),
         (("vol.mrc", "-r", "ref.mrc", "--projections", "-1"), "--projections"),
         (("--fsc", "vol.mrc", "missing.mrc"), "no such file"),
+        (("vol.mrc", "-r", "ref.mrc", "-o", "rep.mrc"), "-o rep.mrc: the report is YAML text, not an image"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(run, data: dict[str, np.ndarray], args: tuple[str, ...], message: str) -> None:
     r = run(*args)
     assert r.exit_code == 1
     assert message in r.stderr and "Traceback" not in r.output
-    assert not Path("rep.yaml").exists()
+    assert not Path("rep.yaml").exists() and not Path("rep.mrc").exists()
 
 
 def test_registered_in_the_real_app(cli) -> None:

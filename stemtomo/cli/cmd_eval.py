@@ -35,6 +35,8 @@ from stemtomo.eval.config import AlignConfig, EvalConfig, ProjectionConfig
 _EVAL, _ALIGN, _PROJ = EvalConfig(), AlignConfig(), ProjectionConfig()
 PREVIEW_NAME = "preview.mrc"
 """The volume a ``stemtomo recon`` output folder holds; a folder given as VOLUME or --reference means it."""
+_IMAGE_SUFFIXES = (".mrc", ".mrcs", ".rec", ".st", ".ali", ".map", ".tif", ".tiff", ".png")
+"""Suffixes refused for ``-o``: the report is YAML, and a volume name there is a slip for another command."""
 
 
 class Kind(str, Enum):
@@ -91,6 +93,9 @@ def eval_command(
         raise ParameterError(f"--projections {projections} / --max-shift {max_shift}: must be 0 or more")
     if not kappa > 0:
         raise ParameterError(f"--kappa {kappa:g}: must be > 0")
+    if output is not None and output.suffix.lower() in _IMAGE_SUFFIXES:
+        raise ParameterError(f"-o {output}: the report is YAML text, not an image; give a .yaml path "
+                             "(--figure writes the PNG)")
     for out in (output, figure):
         if out is not None:
             check_output(out, overwrite, with_sidecar=False)
