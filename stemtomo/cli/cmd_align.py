@@ -50,7 +50,7 @@ def align(
     refine: Annotated[int, typer.Option("--refine", help="Rounds of leave-one-out projection matching against a WBP after the coarse alignment (0: off; experimental, 1-2 rounds at most).")] = 0,
     neighbours: Annotated[int | None, typer.Option("--neighbours", help="Correlate each tilt with this many neighbours per side and solve all pairs by least squares (1: the cumulative chain). Default: AlignConfig.neighbours (3).")] = None,
     refine_axis: Annotated[bool | None, typer.Option("--refine-axis/--no-refine-axis", help="Refine the searched tilt-axis angle by the stretched-correlation criterion. Default: AlignConfig.refine_axis (on).")] = None,
-    flow_axis: Annotated[bool | None, typer.Option("--flow-axis/--no-flow-axis", help="Average the searched tilt-axis angle with the angle at which local displacements between neighbouring tilts run perpendicular to the axis. Default: AlignConfig.flow_axis (on).")] = None,
+    flow_axis: Annotated[bool | None, typer.Option("--flow-axis/--no-flow-axis", help="Combine the searched tilt-axis angle with the angle at which local displacements between neighbouring tilts run perpendicular to the axis (their mean when within 3°, else the latter). Default: AlignConfig.flow_axis (on).")] = None,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else bf.")] = None,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
