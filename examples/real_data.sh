@@ -14,6 +14,8 @@
 #   NORMALIZE=none      per-tilt intensity normalization: none, bf-vacuum (vacuum in every image), bf-slab,
 #                       df-cos (extended slab), df-total (object in view). Simulated cubes need none.
 #   TILT_AXIS=          known in-plane tilt-axis angle (degrees CCW from +y, IMOD RotationAngle); default: searched
+#   AXIS_RANGE=         refine TILT_AXIS (or the sidecar's/.mdoc's axis) within ± this many degrees instead of
+#                       using it as is (e.g. 3 for a recorded RotationAngle)
 #   BIN=1               binning for wbp (use 2–4 for 1k–4k images)
 #   ITERS=300           recon optimizer steps (about 1.5 min for 48² × 41 tilts on a laptop CPU)
 #   DEVICE=auto         auto, cpu, cuda or cuda:N
@@ -56,6 +58,7 @@ echo "== 2. align: replace hot/dead pixels, normalize per-tilt intensities ($NOR
 echo "      shifts; writes the aligned stack (tilt axis along y), an IMOD .xf, a shift plot and the slab thickness"
 AXIS_ARGS=()
 if [[ -n ${TILT_AXIS:-} ]]; then AXIS_ARGS=(--tilt-axis-angle "$TILT_AXIS"); fi
+if [[ -n ${AXIS_RANGE:-} ]]; then AXIS_ARGS+=(--axis-search-range "$AXIS_RANGE"); fi
 stemtomo align "$RAW" -o "$OUT/aligned.mrc" ${ANGLE_ARGS[@]+"${ANGLE_ARGS[@]}"} ${AXIS_ARGS[@]+"${AXIS_ARGS[@]}"} \
     ${CONTRAST_ARGS[@]+"${CONTRAST_ARGS[@]}"} --remove-defects --normalize-tilts "$NORMALIZE" \
     --estimate-thickness "${COMMON[@]}"

@@ -57,7 +57,12 @@ class AlignConfig:
     """Settings of ``stemtomo align``."""
 
     tilt_axis_angle_deg: float | None = None
-    """Known in-plane tilt-axis angle (CCW from +y); None: search for it."""
+    """Known in-plane tilt-axis angle (CCW from +y); None: search for it. With ``axis_search_range_deg``: the
+    starting point of a local search instead."""
+    axis_search_range_deg: float | None = None
+    """Refine ``tilt_axis_angle_deg`` (e.g. a microscope's recorded RotationAngle) within ± this many degrees:
+    the global profile search is skipped and the stretch and flow refinements start there. An estimate
+    outside the range is not trusted: the given angle is kept, with a warning. None: use the given angle as is."""
     axis_search_step_deg: float = 2.0
     """Step of the coarse tilt-axis search over (−90°, 90°]; refined to ``axis_refine_step_deg``."""
     axis_refine_step_deg: float = 0.1
@@ -98,6 +103,13 @@ class AlignConfig:
     def validate(self) -> None:
         if self.tilt_axis_angle_deg is not None:
             check_tilt_axis_angle(self.tilt_axis_angle_deg)
+        r = self.axis_search_range_deg
+        if r is not None:
+            if not (math.isfinite(r) and 0 < r <= 90):
+                raise ParameterError(f"--axis-search-range {r:g}: must be in (0°, 90°]")
+            if self.tilt_axis_angle_deg is None:
+                raise ParameterError("--axis-search-range needs a starting angle: give --tilt-axis-angle "
+                                     "(or a tilt axis in the sidecar/.mdoc)")
         if not 0 < self.max_shift_fraction <= 0.5:
             raise ParameterError(f"max shift fraction {self.max_shift_fraction:g}: must be in (0, 0.5]")
         if self.neighbours < 1:
@@ -132,7 +144,8 @@ def coarse_align(
     device: torch.device | str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> Alignment:
-    """Estimate the tilt-axis angle (unless given) and per-tilt shifts of a raw tilt series.
+    """Estimate the tilt-axis angle (unless given; near the given one with ``config.axis_search_range_deg``)
+    and per-tilt shifts of a raw tilt series.
 
     Parameters
     ----------
@@ -168,16 +181,20 @@ def coarse_align(
     filtered = _bandpass(imgs, config.lowpass_sigma_px, high) * weight
     ref = int(np.argmin(np.abs(angles)))
     max_shift = [max(1, int(config.max_shift_fraction * d)) for d in imgs.shape[-2:]]
-    if config.tilt_axis_angle_deg is None:
+    given = config.tilt_axis_angle_deg
+    if given is None or config.axis_search_range_deg is not None:
         if progress:
             progress("tilt axis")
-        # shifts first (raw frame, unstretched): uncorrected shifts move material across the field of view
-        # and spoil the along-axis profiles; a fine band-pass then makes the profile peak sharper.
-        raw_shifts, _ = cumulative_shifts(filtered, angles, max_shift, stretch=False)
-        fine_band = _bandpass(shift_images(imgs, raw_shifts), config.lowpass_sigma_px, 4 * config.lowpass_sigma_px)
-        fine_band = fine_band * weight
-        alpha, scores = search_tilt_axis(fine_band, ref, step_deg=config.axis_search_step_deg,
-                                         refine_step_deg=config.axis_refine_step_deg)
+        if given is None:
+            # shifts first (raw frame, unstretched): uncorrected shifts move material across the field of view
+            # and spoil the along-axis profiles; a fine band-pass then makes the profile peak sharper.
+            raw_shifts, _ = cumulative_shifts(filtered, angles, max_shift, stretch=False)
+            fine_band = _bandpass(shift_images(imgs, raw_shifts), config.lowpass_sigma_px, 4 * config.lowpass_sigma_px)
+            fine_band = fine_band * weight
+            alpha, scores = search_tilt_axis(fine_band, ref, step_deg=config.axis_search_step_deg,
+                                             refine_step_deg=config.axis_refine_step_deg)
+        else:
+            alpha, scores = float(given), np.zeros((0, 2))
         if config.refine_axis:
             alpha, fine_scores = refine_tilt_axis(imgs, filtered, angles, alpha, max_shift,
                                                   neighbours=config.neighbours,
@@ -195,8 +212,15 @@ def coarse_align(
                 # farther apart the stretch criterion has failed (thick slabs), the flow has not
                 alpha = (alpha + flow_alpha) / 2 if abs(flow_alpha - alpha) <= AGREE_DEG else flow_alpha
         alpha = wrap_axis_angle(alpha)
+        if given is not None and config.axis_search_range_deg is not None:
+            off = (alpha - given + 90.0) % 180.0 - 90.0
+            if abs(off) > config.axis_search_range_deg:
+                log.warning("tilt axis: the estimate %.2f° lies %.2f° from the given %.2f°, outside "
+                            "--axis-search-range %g; keeping %.2f°", alpha, abs(off), given,
+                            config.axis_search_range_deg, given)
+                alpha = float(given)
     else:
-        alpha, scores = float(config.tilt_axis_angle_deg), np.zeros((0, 2))
+        alpha, scores = float(given), np.zeros((0, 2))
     if progress:
         progress("shifts")
     aligned = raw_to_aligned(filtered, alpha)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +46,7 @@ def align(
     output: Annotated[Path, typer.Option("--output", "-o", help="Aligned tilt series (.mrc/.ali/.tif); also writes <stem>.xf and <stem>_shifts.png.")],
     angles: Annotated[Path | None, typer.Option("--angles", help="Angle file (.rawtlt/.tlt); overrides every other source.")] = None,
     tilt_axis_angle: Annotated[float | None, typer.Option("--tilt-axis-angle", help="Known tilt-axis angle, degrees CCW from +y (IMOD RotationAngle). Default: searched.")] = None,
+    axis_search_range: Annotated[float | None, typer.Option("--axis-search-range", help="Refine the tilt-axis angle within ± this many degrees of --tilt-axis-angle (or of the sidecar's/.mdoc's tilt axis, else 0°) instead of searching all angles or using it as is; an estimate outside the range keeps the given angle (with a warning).", show_default=False)] = None,
     xf: Annotated[Path | None, typer.Option("--xf", help="Apply this IMOD .xf (one line per image) instead of aligning (use with --apply).")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Only apply the transforms given by --xf (IMOD newstack -xform) and write the aligned stack.")] = False,
     refine: Annotated[int, typer.Option("--refine", help="Rounds of leave-one-out projection matching against a WBP after the coarse alignment (0: off; experimental, 1-2 rounds at most).")] = 0,
@@ -82,6 +84,10 @@ def align(
         from stemtomo.io.angles import check_tilt_axis_angle
 
         check_tilt_axis_angle(tilt_axis_angle)
+    if axis_search_range is not None and not (math.isfinite(axis_search_range) and 0 < axis_search_range <= 90):
+        raise ParameterError(f"--axis-search-range {axis_search_range:g}: must be in (0°, 90°]")
+    if axis_search_range is not None and apply:
+        raise ParameterError("--axis-search-range searches the tilt axis; --apply only applies --xf (drop one)")
     if refine < 0:
         raise ParameterError(f"--refine {refine}: must be ≥ 0")
     if neighbours is not None and neighbours < 1:
@@ -91,7 +97,8 @@ def align(
 
     xf_path, png_path = output_paths(output)
     check_outputs([output] if apply else [output, xf_path, png_path], overwrite)
-    opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, xf=xf, apply=apply, refine=refine,
+    opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, axis_search_range=axis_search_range,
+                        xf=xf, apply=apply, refine=refine,
                         neighbours=neighbours, refine_axis=refine_axis, flow_axis=flow_axis,
                         contrast=contrast.value if contrast else None, estimate_thickness=estimate_thickness,
                         **{k: v for k, v in prepare_option_values(prep).items() if k != "xf"}, device=device)
@@ -102,7 +109,7 @@ def align(
     else:
         tuning = {k: v for k, v in {"neighbours": neighbours, "refine_axis": refine_axis, "flow_axis": flow_axis}.items() if v is not None}
         _align(tilt_series, output, angles, tilt_axis_angle, refine, contrast.value if contrast else None,
-               opts, device, overwrite, prep, estimate_thickness, tuning)
+               opts, device, overwrite, prep, estimate_thickness, tuning, axis_search_range)
 
 
 def _apply(tilt_series: Path, output: Path, xf: Path, angles: Path | None, opts: dict, device: str,
@@ -144,7 +151,7 @@ def _thickness(aligned: np.ndarray, tilts: np.ndarray, meta: Any, contrast: str,
 
 def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle: float | None, refine: int,
            contrast: str | None, opts: dict, device: str, overwrite: bool, prep: Any, estimate: bool,
-           tuning: dict[str, Any]) -> None:
+           tuning: dict[str, Any], search_range: float | None = None) -> None:
     from stemtomo.align.coarse import AlignConfig
     from stemtomo.align.pipeline import align_tilt_series
     from stemtomo.align.xf import format_xf
@@ -160,7 +167,10 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     contrast = contrast or image.meta.contrast or "bf"
     stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
     meta = apply_records(image.meta, records)
-    config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, refine_iterations=refine, **tuning)
+    if search_range is not None and tilt_axis_angle is None:
+        tilt_axis_angle = meta.tilt_axis_angle_deg or 0.0  # the sidecar's/.mdoc's axis is the starting point
+    config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, axis_search_range_deg=search_range,
+                         refine_iterations=refine, **tuning)
     log = logging.getLogger("stemtomo.align")
     result = align_tilt_series(
         stack, image.tilt_angles_deg, config, contrast=contrast,
