@@ -13,7 +13,7 @@ import pytest
 import tifffile
 import yaml
 
-from stemtomo.errors import ModelFileError, ParameterError
+from stemtomo.errors import InputError, ModelFileError, ParameterError
 from stemtomo.io import (
     Metadata,
     load_model,
@@ -244,6 +244,10 @@ def test_model_file_round_trip(workdir: Path) -> None:
     assert meta.extra["class"] == "gaussian"
     with pytest.raises(ModelFileError, match="is a 'noise_model' file, expected a 'model' file"):
         load_model("m.safetensors", kind="model")
+    # a damaged sidecar: deleting it (the advice for images, which read without one) would lose the model
+    Path("m.safetensors.yaml").write_text("kind: [unclosed\n")
+    with pytest.raises(InputError, match=r"malformed YAML sidecar \(.*\); restore it or re-run the command"):
+        load_model("m.safetensors")
 
 
 def test_model_files_get_the_same_permissions_as_other_outputs(workdir: Path) -> None:

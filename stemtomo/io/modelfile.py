@@ -57,7 +57,8 @@ def load_model(path: str | os.PathLike[str], *, kind: str | None = None) -> tupl
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"{p}: model file not found; check the path")
-    meta = read_sidecar(p)
+    # a model is unusable without its sidecar (it names the model class): "delete it" is no fix here
+    meta = read_sidecar(p, advice="restore it or re-run the command that wrote the model")
     if meta is None:
         raise ModelFileError(f"{p}: model sidecar {sidecar_path(p).name} is missing; it names the model class")
     if kind is not None and meta.kind != kind:

@@ -153,19 +153,20 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".yaml")
 
 
-def read_sidecar(path: str | os.PathLike[str]) -> Metadata | None:
-    """Read the sidecar of ``path`` (the data file, not the yaml), or None if there is none.
+def read_sidecar(path: str | os.PathLike[str], *, advice: str = "fix or delete it") -> Metadata | None:
+    """Read the sidecar of ``path`` (the data file, not the yaml), or None if there is none. ``advice`` ends
+    the error message of a damaged sidecar (an image is readable without one; a model file is not).
 
     Raises
     ------
     InputError
         If the sidecar is not valid YAML, not a mapping, or has a newer major schema version.
     """
-    data = load_sidecar_dict(path)
+    data = load_sidecar_dict(path, advice=advice)
     return None if data is None else Metadata.from_dict(data, source=str(sidecar_path(path)))
 
 
-def load_sidecar_dict(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def load_sidecar_dict(path: str | os.PathLike[str], *, advice: str = "fix or delete it") -> dict[str, Any] | None:
     """The parsed sidecar of ``path`` as a plain dictionary (None if there is none); schema not checked.
 
     Raises
@@ -182,11 +183,11 @@ def load_sidecar_dict(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         data = yaml.safe_load(sc.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{sc}: malformed YAML sidecar ({first}); fix or delete it") from None
+        raise InputError(f"{sc}: malformed YAML sidecar ({first}); {advice}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise InputError(f"{sc}: sidecar must be a YAML mapping, got {type(data).__name__}; fix or delete it")
+        raise InputError(f"{sc}: sidecar must be a YAML mapping, got {type(data).__name__}; {advice}")
     return data
 
 
