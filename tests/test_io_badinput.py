@@ -271,6 +271,25 @@ def test_crash_while_writing_leaves_nothing(workdir: Path, monkeypatch: pytest.M
     assert _files(workdir) == set()
 
 
+def test_leftovers_of_a_killed_write_are_reported_not_deleted(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGKILL leaves no chance to clean up: the next write of the same output names the hidden temporary files
+    (of the array and of its sidecar) and their size, once, and deletes nothing (a live run may own them)."""
+    from stemtomo.io.safety import temp_path_for
+
+    stale = [temp_path_for(Path("ts.mrc")), temp_path_for(Path("ts.mrc.yaml"))]
+    stale[0].write_bytes(b"x" * 2_000_000)
+    stale[1].write_text("kind: tilt_series\n")
+    Path(".other.mrc.ab.tmp.mrc").write_bytes(b"not ours")
+    with caplog.at_level("WARNING", logger="stemtomo.io"):
+        check_output("ts.mrc")
+        check_output("ts.mrc")
+        check_output("clean.mrc")
+    assert len(caplog.records) == 1, caplog.text
+    assert "ts.mrc: 2 temporary file(s) of an interrupted earlier write" in caplog.text and "2.0 MB" in caplog.text
+    assert all(q.name in caplog.text for q in stale) and ".other" not in caplog.text
+    assert all(q.exists() for q in stale)
+
+
 def test_atomic_text_and_file_helpers(workdir: Path) -> None:
     from stemtomo.io import atomic_file, check_outputs, write_text_atomic
 

@@ -8,12 +8,15 @@ complete. Array and sidecar are committed together by :class:`AtomicOutputs`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from stemtomo.errors import OutputError
+
+log = logging.getLogger(__name__)
 
 
 def check_output(path: str | os.PathLike[str], overwrite: bool = False, *, with_sidecar: bool = True) -> Path:
@@ -37,7 +40,35 @@ def check_output(path: str | os.PathLike[str], overwrite: bool = False, *, with_
         raise OutputError(f"{p}: output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{p}: output folder {folder} is not writable; choose another -o")
+    warn_leftovers(p)
     return p
+
+
+def leftover_temps(path: Path) -> list[Path]:
+    """Hidden temporary files of :func:`temp_path_for` for ``path`` or its sidecar still lying in its folder:
+    left by a run that was killed (SIGKILL, power loss) while writing, when no clean-up could run."""
+    folder = path.parent if str(path.parent) else Path(".")
+    prefixes = (f".{path.name}.", f".{path.name}.yaml.")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(folder / n for n in names if n.startswith(prefixes) and ".tmp" in n[len(path.name) + 2:])
+
+
+_WARNED: set[Path] = set()
+
+
+def warn_leftovers(path: Path) -> None:
+    """Warn once per path (without deleting anything: another run might still be writing them) about
+    :func:`leftover_temps`."""
+    found = leftover_temps(path)
+    key = path.resolve()
+    if found and key not in _WARNED:
+        _WARNED.add(key)
+        size = sum(q.stat().st_size for q in found if q.is_file())
+        log.warning("%s: %d temporary file(s) of an interrupted earlier write lie beside it (%.1f MB: %s); "
+                    "delete them to free the space", path, len(found), size / 1e6, ", ".join(q.name for q in found))
 
 
 def check_outputs(paths: Sequence[str | os.PathLike[str]], overwrite: bool = False) -> list[Path]:
@@ -60,6 +91,9 @@ def check_output_dir(path: str | os.PathLike[str], names: Sequence[str], overwri
             for q in (d / n, d / (n + ".yaml")):
                 if q.exists():
                     raise OutputError(f"{q}: output exists; pass --overwrite to replace it")
+    if d.exists():
+        for n in names:
+            warn_leftovers(d / n)
     return d
 
 
@@ -130,7 +164,9 @@ __all__ = [
     "check_output",
     "check_output_dir",
     "check_outputs",
+    "leftover_temps",
     "temp_path_for",
+    "warn_leftovers",
     "write_text_atomic",
     "write_with",
 ]
