@@ -51,6 +51,13 @@ def test_apply_xf_matches_hand_computed_affine() -> None:
     sq = torch.tensor(rng.random((1, 9, 9)))
     out90 = apply_xf(sq, xf_from_alignment(90.0, np.zeros((1, 2))))
     np.testing.assert_allclose(out90.numpy(), torch.rot90(sq, 1, dims=(-2, -1)).numpy(), atol=1e-10)
+    # the grid is built a few images at a time (memory); the images do not depend on the chunking
+    stack = torch.tensor(rng.random((5, 12, 14)))
+    many = xf_from_alignment(7.0, rng.normal(0, 2, (5, 2)))
+    whole = apply_xf(stack, many, (10, 16))
+    assert torch.equal(apply_xf(stack, many, (10, 16), max_points=1), whole)  # one image at a time
+    assert torch.equal(apply_xf(stack, many, (10, 16), max_points=2 * 160), whole)  # pairs and a single
+    assert torch.equal(apply_xf(stack[3:4], many[3:4], (10, 16)), whole[3:4])
 
 
 @pytest.mark.parametrize(

@@ -85,12 +85,15 @@ def xf_from_alignment(tilt_axis_angle_deg: float, shifts_xy: np.ndarray) -> np.n
 
 
 def apply_xf(
-    images: torch.Tensor, xf: np.ndarray | torch.Tensor, out_shape: Sequence[int] | None = None
+    images: torch.Tensor, xf: np.ndarray | torch.Tensor, out_shape: Sequence[int] | None = None, *,
+    max_points: int = 1 << 24,
 ) -> torch.Tensor:
     """Resample raw images ``(n, ny, nx)`` into the aligned frame, as IMOD ``newstack -xform`` does.
 
     Bilinear interpolation; positions outside the raw image are filled with the image's mean (newstack's
-    default fill). ``out_shape`` ``(ny', nx')`` defaults to the raw shape.
+    default fill). ``out_shape`` ``(ny', nx')`` defaults to the raw shape. The sampling grid (float64 on the
+    host, then the images' dtype and device) is built for as many images at a time as keep it under
+    ``max_points`` output pixels (at least one image): for a 61 × 4096² series at once it would take ~16 GB.
     """
     n, ny, nx = images.shape
     oy, ox = (ny, nx) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
@@ -103,13 +106,18 @@ def apply_xf(
     yy = torch.arange(oy, dtype=torch.float64) - centre(oy)
     xx = torch.arange(ox, dtype=torch.float64) - centre(ox)
     gy, gx = torch.meshgrid(yy, xx, indexing="ij")
-    q = torch.stack((gx, gy), -1).reshape(1, -1, 2) - d[:, None, :]  # (n, P, 2) aligned - D
-    raw = torch.einsum("nij,npj->npi", inv, q)  # raw position relative to the raw centre
-    grid = torch.stack((raw[..., 0] / max(centre(nx), 0.5), raw[..., 1] / max(centre(ny), 0.5)), -1)
-    grid = grid.reshape(n, oy, ox, 2).to(device=dev, dtype=dt)
-    fill = images.mean(dim=(1, 2), keepdim=True)
-    out = F.grid_sample((images - fill)[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out[:, 0] + fill
+    target = torch.stack((gx, gy), -1).reshape(1, -1, 2)
+    scale = torch.tensor([max(centre(nx), 0.5), max(centre(ny), 0.5)], dtype=torch.float64)
+    step = max(1, int(max_points) // max(1, oy * ox))
+    out = torch.empty((n, oy, ox), dtype=dt, device=dev)
+    for i in range(0, n, step):
+        sl = slice(i, min(n, i + step))
+        raw = torch.einsum("nij,npj->npi", inv[sl], target - d[sl, None, :])  # raw position, raw centre = 0
+        grid = (raw / scale).reshape(-1, oy, ox, 2).to(device=dev, dtype=dt)
+        fill = images[sl].mean(dim=(1, 2), keepdim=True)
+        out[sl] = F.grid_sample((images[sl] - fill)[:, None], grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=True)[:, 0] + fill
+    return out
 
 
 __all__ = ["apply_xf", "format_xf", "read_xf", "xf_from_alignment"]
