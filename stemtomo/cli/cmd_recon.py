@@ -129,7 +129,9 @@ def recon(
     same_dir = resume is not None and resume.resolve() == output.resolve()
     check_output_dir(output, R.OUTPUT_NAMES, overwrite or same_dir)
     with _joined_ranks(device, verbose, debug) as (dist, dev):
-        image, preparation = _prepared_image(tiltseries, angles, prep, contrast, dev)
+        # prepared on the CPU whatever the training device: the .xf resampling then gives the same bits
+        # everywhere, so the data fingerprint of a checkpoint lets it be resumed on another device
+        image, preparation = _prepared_image(tiltseries, angles, prep, contrast, "cpu")
         cfg = _with_sidecar_physics(cfg, image.meta, contrast, kappa)
         nm = _load_noise(noise_model, cfg.method) if noise_model is not None else None
         ref = read_volume(reference).data if reference is not None else None
