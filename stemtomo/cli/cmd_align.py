@@ -53,6 +53,7 @@ def align(
     neighbours: Annotated[int | None, typer.Option("--neighbours", help="Correlate each tilt with this many neighbours per side and solve all pairs by least squares (1: the cumulative chain). Default: AlignConfig.neighbours (3).")] = None,
     refine_axis: Annotated[bool | None, typer.Option("--refine-axis/--no-refine-axis", help="Refine the searched tilt-axis angle by the stretched-correlation criterion. Default: AlignConfig.refine_axis (on).")] = None,
     flow_axis: Annotated[bool | None, typer.Option("--flow-axis/--no-flow-axis", help="Combine the searched tilt-axis angle with the angle at which local displacements between neighbouring tilts run perpendicular to the axis (their mean when within 3°, else the latter). Default: AlignConfig.flow_axis (on).")] = None,
+    twin_correction: Annotated[bool | None, typer.Option("--twin-correction/--no-twin-correction", help="Correct the displacement-direction angle for the bias of overlapping features, measured on a series reprojected from a WBP of the data (helps on thick specimens; one WBP more). Default: AlignConfig.twin_correction (off).")] = None,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else bf.")] = None,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
@@ -100,6 +101,7 @@ def align(
     opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, axis_search_range=axis_search_range,
                         xf=xf, apply=apply, refine=refine,
                         neighbours=neighbours, refine_axis=refine_axis, flow_axis=flow_axis,
+                        twin_correction=twin_correction,
                         contrast=contrast.value if contrast else None, estimate_thickness=estimate_thickness,
                         **{k: v for k, v in prepare_option_values(prep).items() if k != "xf"}, device=device)
     if apply:
@@ -107,7 +109,8 @@ def align(
         _apply(tilt_series, output, xf, angles, opts, device, overwrite, prep,
                contrast.value if contrast else None, estimate_thickness)
     else:
-        tuning = {k: v for k, v in {"neighbours": neighbours, "refine_axis": refine_axis, "flow_axis": flow_axis}.items() if v is not None}
+        tuning = {k: v for k, v in {"neighbours": neighbours, "refine_axis": refine_axis, "flow_axis": flow_axis,
+                                    "twin_correction": twin_correction}.items() if v is not None}
         _align(tilt_series, output, angles, tilt_axis_angle, refine, contrast.value if contrast else None,
                opts, device, overwrite, prep, estimate_thickness, tuning, axis_search_range)
 
