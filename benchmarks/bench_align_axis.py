@@ -17,11 +17,12 @@ axes 7°/90°/−20°, plus 128² α = 30° seed 11: 14 series never used to cho
 and 128² seeds 1–3; its noisy series is the "dose 40" row), or ``--size N`` (the bench axes with seeds
 3/5/7/11 at N², slab N/3).
 
-``--prior-offset D`` adds a third column: ``align --tilt-axis-angle (α + D) --axis-search-range 5`` (a
+``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``).
+``--prior-offset D`` adds a column: ``align --tilt-axis-angle (α + D) --axis-search-range 5`` (a
 recorded axis D degrees off, refined locally); its CSV gets the suffix ``_prior``.
 
 Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate] [--size N] [--threads 1]
-[--prior-offset D]`` (``--quick``: seed 3 only).
+[--prior-offset D] [--twin]`` (``--quick``: seed 3 only).
 """
 
 from __future__ import annotations
@@ -102,13 +103,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prior-offset", type=float, default=None,
                         help="also refine a given axis α + D within ±5° (--axis-search-range)")
+    parser.add_argument("--twin", action="store_true", help="also run with the twin bias correction")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE}
     cases = sized_cases(args.size) if args.size else sets[args.cases]
     cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
-    local_head = f" {'local':>8}" if args.prior_offset is not None else ""
+    local_head = (f" {'local':>8}" if args.prior_offset is not None else "") + (f" {'twin':>8}" if args.twin else "")
     print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'stretch':>8} {'default':>8}{local_head} {'shift RMS':>9} {'time':>6}")
     for size, thickness, alpha, seed in cases:
         for dose in (0, 40):
@@ -131,19 +133,27 @@ def main() -> None:
                 local = coarse_align(raw, angles, cfg).tilt_axis_angle_deg
                 row["axis_error_local_deg"] = round((local - alpha + 90.0) % 180.0 - 90.0, 3)
                 local_text = f" {row['axis_error_local_deg']:+8.2f}"
+            if args.twin:
+                t1 = time.perf_counter()
+                twin = coarse_align(raw, angles, AlignConfig(twin_correction=True)).tilt_axis_angle_deg
+                row["axis_error_twin_deg"] = round((twin - alpha + 90.0) % 180.0 - 90.0, 3)
+                row["seconds_twin"] = round(time.perf_counter() - t1, 2)
+                local_text += f" {row['axis_error_twin_deg']:+8.2f}"
             rows.append({**row, "shift_rms_px": round(rms, 3), "seconds": round(seconds, 2)})
             print(f"{size:4d} {alpha:6.1f} {seed:4d} {dose:4d} {error_stretch:+8.2f} {error:+8.2f}{local_text} {rms:9.2f} "
                   f"{seconds:6.1f}", flush=True)
     keys = [("axis_error_stretch_deg", "stretch"), ("axis_error_deg", "default")]
     if args.prior_offset is not None:
         keys.append(("axis_error_local_deg", "local"))
+    if args.twin:
+        keys.append(("axis_error_twin_deg", "twin"))
     for key, label in keys:
         err = np.abs([r[key] for r in rows])
         print(f"{label:>8}: |α error| mean {err.mean():.2f}° max {err.max():.2f}°, < 0.5° in {(err < 0.5).sum()}/{err.size}")
     print(f"default shift RMS mean {np.mean([r['shift_rms_px'] for r in rows]):.2f} px")
     RESULTS.mkdir(exist_ok=True)
     tag = f"_{args.size}" if args.size else "" if args.cases == "bench" else f"_{args.cases}"
-    name = f"bench_align_axis{tag}{'_prior' if args.prior_offset is not None else ''}{'_quick' if args.quick else ''}.csv"
+    name = f"bench_align_axis{tag}{'_prior' if args.prior_offset is not None else ''}{'_twin' if args.twin else ''}{'_quick' if args.quick else ''}.csv"
     with open(RESULTS / name, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
