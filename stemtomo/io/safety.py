@@ -66,7 +66,10 @@ def warn_leftovers(path: Path) -> None:
     key = path.resolve()
     if found and key not in _WARNED:
         _WARNED.add(key)
-        size = sum(q.stat().st_size for q in found if q.is_file())
+        size = 0
+        for q in found:
+            with contextlib.suppress(OSError):  # gone meanwhile (a live run renamed it)
+                size += q.stat().st_size
         log.warning("%s: %d temporary file(s) of an interrupted earlier write lie beside it (%.1f MB: %s); "
                     "delete them to free the space", path, len(found), size / 1e6, ", ".join(q.name for q in found))
 
