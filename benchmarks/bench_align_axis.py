@@ -17,12 +17,14 @@ axes 7°/90°/−20°, plus 128² α = 30° seed 11: 14 series never used to cho
 and 128² seeds 1–3; its noisy series is the "dose 40" row), or ``--size N`` (the bench axes with seeds
 3/5/7/11 at N², slab N/3).
 
-``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``).
+``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``); with
+``--true-slab`` that run is also given the true slab thickness (as a sidecar's ``thickness_px`` would;
+suffix ``_twin_slab``).
 ``--prior-offset D`` adds a column: ``align --tilt-axis-angle (α + D) --axis-search-range 5`` (a
 recorded axis D degrees off, refined locally); its CSV gets the suffix ``_prior``.
 
 Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate] [--size N] [--threads 1]
-[--prior-offset D] [--twin]`` (``--quick``: seed 3 only).
+[--prior-offset D] [--twin [--true-slab]]`` (``--quick``: seed 3 only).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--prior-offset", type=float, default=None,
                         help="also refine a given axis α + D within ±5° (--axis-search-range)")
     parser.add_argument("--twin", action="store_true", help="also run with the twin bias correction")
+    parser.add_argument("--true-slab", action="store_true", help="give the twin run the true slab thickness")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE}
@@ -135,7 +138,8 @@ def main() -> None:
                 local_text = f" {row['axis_error_local_deg']:+8.2f}"
             if args.twin:
                 t1 = time.perf_counter()
-                twin = coarse_align(raw, angles, AlignConfig(twin_correction=True)).tilt_axis_angle_deg
+                slab = (size // 2 if args.cases == "simulate" and not args.size else thickness) if args.true_slab else None
+                twin = coarse_align(raw, angles, AlignConfig(twin_correction=True, thickness_px=slab)).tilt_axis_angle_deg
                 row["axis_error_twin_deg"] = round((twin - alpha + 90.0) % 180.0 - 90.0, 3)
                 row["seconds_twin"] = round(time.perf_counter() - t1, 2)
                 local_text += f" {row['axis_error_twin_deg']:+8.2f}"
@@ -153,7 +157,7 @@ def main() -> None:
     print(f"default shift RMS mean {np.mean([r['shift_rms_px'] for r in rows]):.2f} px")
     RESULTS.mkdir(exist_ok=True)
     tag = f"_{args.size}" if args.size else "" if args.cases == "bench" else f"_{args.cases}"
-    name = f"bench_align_axis{tag}{'_prior' if args.prior_offset is not None else ''}{'_twin' if args.twin else ''}{'_quick' if args.quick else ''}.csv"
+    name = f"bench_align_axis{tag}{'_prior' if args.prior_offset is not None else ''}{'_twin' if args.twin else ''}{'_slab' if args.twin and args.true_slab else ''}{'_quick' if args.quick else ''}.csv"
     with open(RESULTS / name, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

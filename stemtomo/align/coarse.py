@@ -89,7 +89,8 @@ class AlignConfig:
     count < 0.5°), default → with the correction (``benchmarks/bench_align_axis.py --twin``): 14
     ``stemtomo simulate`` default series (slab half the width) 1.67° (3.96°, 2) → 0.74° (2.46°, 8); 24 cell
     slabs a third of the width 0.56° (1.51°, 12) → 0.71° (3.19°, 13); 14 held-out ones 0.58° (1.14°, 7) →
-    0.63° (1.16°, 6). Costs one WBP and two more flow searches (about 5 s instead of 3 s at 96², 9 s
+    0.63° (1.16°, 6); given the true slab (``thickness_px``, as ``stemtomo align`` takes it from a sidecar)
+    bench 0.43° (1.35°, 15), held out 0.66° (1.24°, 5). Costs one WBP and two more flow searches (about 5 s instead of 3 s at 96², 9 s
     instead of 5 s for the simulate series, one thread each, two benchmarks at once)."""
     lowpass_sigma_px: float = 1.0
     """Gaussian low-pass (real-space σ, pixels) applied before correlation, against noise."""
@@ -108,7 +109,8 @@ class AlignConfig:
     max_size_px: int = 512
     """Images larger than this are binned for the alignment (shifts are scaled back)."""
     thickness_px: float | None = None
-    """Specimen thickness (input pixels) for the projection-matching reconstruction; None: half the width."""
+    """Specimen thickness (input pixels) for the WBP of the projection matching and of the twin correction;
+    None: half the width. ``stemtomo align`` takes it from the input's sidecar when it has one."""
 
     def validate(self) -> None:
         if self.tilt_axis_angle_deg is not None:

@@ -172,8 +172,10 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     meta = apply_records(image.meta, records)
     if search_range is not None and tilt_axis_angle is None:
         tilt_axis_angle = meta.tilt_axis_angle_deg or 0.0  # the sidecar's/.mdoc's axis is the starting point
+    # the sidecar's slab (simulate's, or an earlier --estimate-thickness) sizes the WBP of --refine and
+    # --twin-correction; half the width when there is none
     config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, axis_search_range_deg=search_range,
-                         refine_iterations=refine, **tuning)
+                         refine_iterations=refine, thickness_px=meta.thickness_px, **tuning)
     log = logging.getLogger("stemtomo.align")
     result = align_tilt_series(
         stack, image.tilt_angles_deg, config, contrast=contrast,
