@@ -138,7 +138,7 @@ def main() -> None:
                 local_text = f" {row['axis_error_local_deg']:+8.2f}"
             if args.twin:
                 t1 = time.perf_counter()
-                slab = (size // 2 if args.cases == "simulate" and not args.size else thickness) if args.true_slab else None
+                slab = thickness if args.true_slab else None  # the SIMULATE rows carry simulate's N/2
                 twin = coarse_align(raw, angles, AlignConfig(twin_correction=True, thickness_px=slab)).tilt_axis_angle_deg
                 row["axis_error_twin_deg"] = round((twin - alpha + 90.0) % 180.0 - 90.0, 3)
                 row["seconds_twin"] = round(time.perf_counter() - t1, 2)
