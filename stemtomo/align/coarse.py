@@ -43,7 +43,7 @@ from stemtomo.align.flow import in_bounds, refine_axis_by_flow
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
 from stemtomo.core.geometry import check_angles, raw_to_aligned
 from stemtomo.errors import ParameterError
-from stemtomo.io.angles import check_tilt_axis_angle
+from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,8 @@ class AlignConfig:
     def validate(self) -> None:
         if self.tilt_axis_angle_deg is not None:
             check_tilt_axis_angle(self.tilt_axis_angle_deg)
-        r = self.axis_search_range_deg
-        if r is not None:
-            if not (math.isfinite(r) and 0 < r <= 90):
-                raise ParameterError(f"--axis-search-range {r:g}: must be in (0°, 90°]")
+        if self.axis_search_range_deg is not None:
+            check_axis_search_range(self.axis_search_range_deg)
             if self.tilt_axis_angle_deg is None:
                 raise ParameterError("--axis-search-range needs a starting angle: give --tilt-axis-angle "
                                      "(or a tilt axis in the sidecar/.mdoc)")

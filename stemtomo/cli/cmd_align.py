@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,12 +80,12 @@ def align(
         raise ParameterError("--apply needs --xf FILE.xf (the transforms to apply)")
     if xf is not None and not apply:
         raise ParameterError("--xf is applied only with --apply; add --apply (or drop --xf to align)")
-    if tilt_axis_angle is not None:
-        from stemtomo.io.angles import check_tilt_axis_angle
+    from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 
+    if tilt_axis_angle is not None:
         check_tilt_axis_angle(tilt_axis_angle)
-    if axis_search_range is not None and not (math.isfinite(axis_search_range) and 0 < axis_search_range <= 90):
-        raise ParameterError(f"--axis-search-range {axis_search_range:g}: must be in (0°, 90°]")
+    if axis_search_range is not None:
+        check_axis_search_range(axis_search_range)
     if axis_search_range is not None and apply:
         raise ParameterError("--axis-search-range searches the tilt axis; --apply only applies --xf (drop one)")
     if refine < 0:

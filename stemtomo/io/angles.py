@@ -28,6 +28,20 @@ def check_tilt_axis_angle(value: float) -> float:
     return a
 
 
+def check_axis_search_range(value: float) -> float:
+    """``--axis-search-range`` (degrees either side of a given tilt-axis angle) as a float in (0°, 90°].
+
+    Raises
+    ------
+    ParameterError
+        NaN, infinite, ≤ 0 or beyond 90°.
+    """
+    r = float(value)
+    if not (math.isfinite(r) and 0 < r <= 90):
+        raise ParameterError(f"--axis-search-range {r:g}: must be in (0°, 90°]")
+    return r
+
+
 def read_angle_file(path: str | os.PathLike[str]) -> list[float]:
     """Read one tilt angle (degrees) per line; blank lines and ``#`` comments are ignored.
 
@@ -79,4 +93,4 @@ def find_angle_file(stack_path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-__all__ = ["ANGLE_SUFFIXES", "find_angle_file", "format_angles", "read_angle_file"]
+__all__ = ["ANGLE_SUFFIXES", "check_axis_search_range", "check_tilt_axis_angle", "find_angle_file", "format_angles", "read_angle_file"]
