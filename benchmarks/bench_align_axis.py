@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from stemtomo.align import AlignConfig, apply_xf, coarse_align, xf_from_alignment
+from stemtomo.align.axis import axis_difference
 from stemtomo.core.geometry import length_unit_px
 from stemtomo.core.projector import forward_project
 from stemtomo.simulate.misalign import shift_images
@@ -125,8 +126,8 @@ def main() -> None:
             t0 = time.perf_counter()
             result = coarse_align(raw, angles, AlignConfig())
             seconds = time.perf_counter() - t0
-            error = (result.tilt_axis_angle_deg - alpha + 90.0) % 180.0 - 90.0
-            error_stretch = (stretch - alpha + 90.0) % 180.0 - 90.0
+            error = axis_difference(result.tilt_axis_angle_deg, alpha)
+            error_stretch = axis_difference(stretch, alpha)
             rms = gauge_free_rms(result.shifts_xy, shifts, alpha, angles)
             row = {"size": size, "alpha_deg": alpha, "seed": seed, "dose": dose,
                    "axis_error_stretch_deg": round(error_stretch, 3), "axis_error_deg": round(error, 3)}
@@ -134,13 +135,13 @@ def main() -> None:
             if args.prior_offset is not None:
                 cfg = AlignConfig(tilt_axis_angle_deg=alpha + args.prior_offset, axis_search_range_deg=5.0)
                 local = coarse_align(raw, angles, cfg).tilt_axis_angle_deg
-                row["axis_error_local_deg"] = round((local - alpha + 90.0) % 180.0 - 90.0, 3)
+                row["axis_error_local_deg"] = round(axis_difference(local, alpha), 3)
                 local_text = f" {row['axis_error_local_deg']:+8.2f}"
             if args.twin:
                 t1 = time.perf_counter()
                 slab = thickness if args.true_slab else None  # the SIMULATE rows carry simulate's N/2
                 twin = coarse_align(raw, angles, AlignConfig(twin_correction=True, thickness_px=slab)).tilt_axis_angle_deg
-                row["axis_error_twin_deg"] = round((twin - alpha + 90.0) % 180.0 - 90.0, 3)
+                row["axis_error_twin_deg"] = round(axis_difference(twin, alpha), 3)
                 row["seconds_twin"] = round(time.perf_counter() - t1, 2)
                 local_text += f" {row['axis_error_twin_deg']:+8.2f}"
             rows.append({**row, "shift_rms_px": round(rms, 3), "seconds": round(seconds, 2)})

@@ -53,9 +53,14 @@ def search_tilt_axis(
     return wrap_axis_angle(best), np.asarray(sorted(scored))
 
 
+def axis_difference(a_deg: float, b_deg: float) -> float:
+    """Signed difference ``a − b`` of two tilt-axis angles, in [−90°, 90°) (an axis is the same at +180°)."""
+    return (a_deg - b_deg + 90.0) % 180.0 - 90.0
+
+
 def wrap_axis_angle(angle_deg: float) -> float:
     """The same tilt axis with its angle in (−90°, 90°] (α and α + 180° give mirrored-sign projections)."""
-    wrapped = (angle_deg + 90.0) % 180.0 - 90.0
+    wrapped = axis_difference(angle_deg, 0.0)
     return wrapped + 180.0 if wrapped <= -90.0 + 1e-9 else wrapped
 
 
@@ -142,4 +147,4 @@ def refine_tilt_axis(
     return alpha, np.asarray(sorted(scored))
 
 
-__all__ = ["axis_profile_score", "refine_tilt_axis", "search_tilt_axis", "stretch_score", "wrap_axis_angle"]
+__all__ = ["axis_difference", "axis_profile_score", "refine_tilt_axis", "search_tilt_axis", "stretch_score", "wrap_axis_angle"]

@@ -33,6 +33,7 @@ import torch
 
 from stemtomo.align._filters import _bandpass, _edge_weight, fill_regions, shift_images, uv_to_raw
 from stemtomo.align.axis import (
+    axis_difference,
     axis_profile_score,
     refine_tilt_axis,
     search_tilt_axis,
@@ -233,7 +234,7 @@ def coarse_align(
                     alpha = _combine(stretch_alpha, corrected)
         alpha = wrap_axis_angle(alpha)
         if given is not None and config.axis_search_range_deg is not None:
-            off = (alpha - given + 90.0) % 180.0 - 90.0
+            off = axis_difference(alpha, given)
             if abs(off) > config.axis_search_range_deg:
                 log.warning("tilt axis: the estimate %.2f° lies %.2f° from the given %.2f°, outside "
                             "--axis-search-range %g; keeping %.2f°", alpha, abs(off), given,
