@@ -42,7 +42,7 @@ from stemtomo.align.axis import (
 )
 from stemtomo.align.flow import in_bounds, refine_axis_by_flow
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
-from stemtomo.core.geometry import check_angles, raw_to_aligned
+from stemtomo.core.geometry import aligned_shape, check_angles, raw_to_aligned
 from stemtomo.errors import ParameterError
 from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 
@@ -192,6 +192,16 @@ def coarse_align(
     filtered = _bandpass(imgs, config.lowpass_sigma_px, high) * weight
     ref = int(np.argmin(np.abs(angles)))
     max_shift = [max(1, int(config.max_shift_fraction * d)) for d in imgs.shape[-2:]]
+    slab_nz = None if config.thickness_px is None else max(4, round(config.thickness_px / factor))
+    solved: dict[tuple[float, tuple[int, ...]], tuple[np.ndarray, int]] = {}
+
+    def shifts_at(a: float, limits: Sequence[int]) -> tuple[np.ndarray, int]:
+        """:func:`neighbour_shifts` in the frame of α = ``a``, solved once per (α, limits)."""
+        key = (a, tuple(limits))
+        if key not in solved:
+            solved[key] = neighbour_shifts(raw_to_aligned(filtered, a), angles, limits, neighbours=config.neighbours)
+        return solved[key]
+
     given = config.tilt_axis_angle_deg
     if given is None or config.axis_search_range_deg is not None:
         if progress:
@@ -213,8 +223,7 @@ def coarse_align(
             scores = np.concatenate([scores, fine_scores])
         if config.flow_axis:
             stretch_alpha = alpha
-            s_raw = uv_to_raw(neighbour_shifts(raw_to_aligned(filtered, alpha), angles, max_shift,
-                                               neighbours=config.neighbours)[0], alpha)
+            s_raw = uv_to_raw(shifts_at(alpha, max_shift)[0], alpha)
             mask = shift_images(valid, s_raw) * in_bounds(imgs.shape, s_raw, device=imgs.device)
             flow_alpha = refine_axis_by_flow(shift_images(imgs, s_raw), mask, angles, alpha)
             log.debug("tilt axis: stretch %.2f°, displacement direction %s", alpha,
@@ -224,10 +233,8 @@ def coarse_align(
             if flow_alpha is not None and config.twin_correction:
                 from stemtomo.align.twin import corrected_flow_axis
 
-                s_uv, _ = neighbour_shifts(raw_to_aligned(filtered, alpha), angles, max_shift,
-                                           neighbours=config.neighbours)
-                nz = max(4, round(config.thickness_px / factor) if config.thickness_px else min(imgs.shape[-2:]) // 2)
-                corrected = corrected_flow_axis(imgs, valid, angles, alpha, uv_to_raw(s_uv, alpha), nz)
+                nz = slab_nz or max(4, min(imgs.shape[-2:]) // 2)
+                corrected = corrected_flow_axis(imgs, valid, angles, alpha, uv_to_raw(shifts_at(alpha, max_shift)[0], alpha), nz)
                 log.debug("tilt axis: twin-corrected displacement direction %s",
                           "none" if corrected is None else f"{corrected:.2f}°")
                 if corrected is not None:
@@ -244,9 +251,8 @@ def coarse_align(
         alpha, scores = float(given), np.zeros((0, 2))
     if progress:
         progress("shifts")
-    aligned = raw_to_aligned(filtered, alpha)
-    max_shift = [max(1, int(config.max_shift_fraction * d)) for d in aligned.shape[-2:]]
-    shifts_uv, ref = neighbour_shifts(aligned, angles, max_shift, neighbours=config.neighbours)
+    max_shift = [max(1, int(config.max_shift_fraction * d)) for d in aligned_shape(imgs.shape, alpha)]
+    shifts_uv, ref = shifts_at(alpha, max_shift)
     if config.refine_iterations:
         from stemtomo.align.refine import refine_projection_matching
 
@@ -255,7 +261,7 @@ def coarse_align(
         shifts_uv, _ = refine_projection_matching(
             raw_to_aligned(imgs, alpha), angles, shifts_uv, iterations=config.refine_iterations,
             lowpass_sigma_px=config.lowpass_sigma_px, highpass_sigma_px=high, max_shift=max_shift,
-            nz=None if config.thickness_px is None else max(4, round(config.thickness_px / factor)),
+            nz=slab_nz,
         )
         shifts_uv = shifts_uv - shifts_uv[ref]
     log.debug("tilt axis %.2f°, shifts up to %.1f px", alpha, float(np.abs(shifts_uv).max()) * factor)
