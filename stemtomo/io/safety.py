@@ -48,12 +48,12 @@ def leftover_temps(path: Path) -> list[Path]:
     """Hidden temporary files of :func:`temp_path_for` for ``path`` or its sidecar still lying in its folder:
     left by a run that was killed (SIGKILL, power loss) while writing, when no clean-up could run."""
     folder = path.parent if str(path.parent) else Path(".")
-    prefixes = (f".{path.name}.", f".{path.name}.yaml.")
+    prefix = _temp_prefix(path.name)  # the sidecar's (".NAME.yaml.") starts with it too
     try:
         names = os.listdir(folder)
     except OSError:
         return []
-    return sorted(folder / n for n in names if n.startswith(prefixes) and ".tmp" in n[len(path.name) + 2:])
+    return sorted(folder / n for n in names if n.startswith(prefix) and _TEMP_MARK in n[len(prefix):])
 
 
 _WARNED: set[Path] = set()
@@ -100,9 +100,18 @@ def check_output_dir(path: str | os.PathLike[str], names: Sequence[str], overwri
     return d
 
 
+_TEMP_MARK = ".tmp"
+
+
+def _temp_prefix(name: str) -> str:
+    """Start of the name of every temporary file of :func:`temp_path_for` for a target called ``name``."""
+    return f".{name}."
+
+
 def temp_path_for(path: Path) -> Path:
     """A fresh hidden temporary path in the folder of ``path``, keeping its suffix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=_TEMP_MARK + "".join(path.suffixes[-1:]),
+                               dir=path.parent)
     os.close(fd)
     os.unlink(tmp)  # writers want to create the file themselves
     return Path(tmp)
