@@ -40,7 +40,7 @@ from stemtomo.align.axis import (
     stretch_score,
     wrap_axis_angle,
 )
-from stemtomo.align.flow import in_bounds, refine_axis_by_flow
+from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
 from stemtomo.core.geometry import aligned_shape, check_angles, raw_to_aligned
 from stemtomo.errors import ParameterError
@@ -224,8 +224,7 @@ def coarse_align(
         if config.flow_axis:
             stretch_alpha = alpha
             s_raw = uv_to_raw(shifts_at(alpha, max_shift)[0], alpha)
-            mask = shift_images(valid, s_raw) * in_bounds(imgs.shape, s_raw, device=imgs.device)
-            flow_alpha = refine_axis_by_flow(shift_images(imgs, s_raw), mask, angles, alpha)
+            flow_alpha = refine_axis_by_flow(*remove_shifts(imgs, valid, s_raw), angles, alpha)
             log.debug("tilt axis: stretch %.2f°, displacement direction %s", alpha,
                       "none" if flow_alpha is None else f"{flow_alpha:.2f}°")
             if flow_alpha is not None:

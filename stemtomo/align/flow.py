@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stemtomo.align._filters import _bandpass, circular_gaussian_blur
+from stemtomo.align._filters import _bandpass, circular_gaussian_blur, shift_images
 from stemtomo.align.shifts import tilt_pairs
 from stemtomo.core.geometry import raw_to_aligned
 
@@ -144,6 +144,13 @@ def refine_axis_by_flow(
     return centre
 
 
+def remove_shifts(imgs: torch.Tensor, valid: torch.Tensor, shifts_xy: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw images with their raw-frame shifts removed (Fourier shift) and the mask of their data: ``valid``
+    moved along, without the border the shift wrapped around (:func:`in_bounds`)."""
+    mask = shift_images(valid, shifts_xy) * in_bounds(imgs.shape, shifts_xy, device=imgs.device)
+    return shift_images(imgs, shifts_xy), mask
+
+
 def in_bounds(shape: Sequence[int], shifts_xy: np.ndarray, margin: float = 2.0, *, device: torch.device | str = "cpu") -> torch.Tensor:
     """``(n, ny, nx)`` mask of the pixels whose source ``r + s`` after removing shifts ``s`` (as
     :func:`~stemtomo.align._filters.shift_images`) lies inside the image, ``margin`` pixels from its edge:
@@ -158,4 +165,4 @@ def in_bounds(shape: Sequence[int], shifts_xy: np.ndarray, margin: float = 2.0, 
     return (inside_x & inside_y).float()
 
 
-__all__ = ["displacement_slope", "in_bounds", "refine_axis_by_flow"]
+__all__ = ["displacement_slope", "in_bounds", "refine_axis_by_flow", "remove_shifts"]

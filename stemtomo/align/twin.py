@@ -19,8 +19,7 @@ import logging
 import numpy as np
 import torch
 
-from stemtomo.align._filters import shift_images
-from stemtomo.align.flow import in_bounds, refine_axis_by_flow
+from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
 from stemtomo.core.geometry import raw_to_aligned
 from stemtomo.core.projector import forward_project
 from stemtomo.recon.wbp import wbp
@@ -39,8 +38,8 @@ def corrected_flow_axis(
     ``shifts_xy`` the raw-frame specimen shifts at ``alpha_deg`` (as :class:`~stemtomo.align.coarse.Alignment`);
     ``nz`` the depth of the WBP slab (pixels).
     """
-    mask = shift_images(valid, shifts_xy) * in_bounds(imgs.shape, shifts_xy, device=imgs.device)
-    aligned = raw_to_aligned(shift_images(imgs, shifts_xy), alpha_deg)
+    shifted, mask = remove_shifts(imgs, valid, shifts_xy)
+    aligned = raw_to_aligned(shifted, alpha_deg)
     inside = (raw_to_aligned(mask, alpha_deg) > 0.99).to(aligned.dtype)
     if float(inside.sum()) == 0:
         return None
