@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,11 +65,17 @@ def wrap_axis_angle(angle_deg: float) -> float:
     return wrapped + 180.0 if wrapped <= -90.0 + 1e-9 else wrapped
 
 
-def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float, *, partner_fractions: Sequence[float] = (0.0, 0.7),
-                  max_lag: int = 3, radius_fraction: float = 0.42) -> float:
-    """Mean normalized correlation of every tilt ``i`` with its partners ``j`` (for each fraction ``f`` the
-    tilt nearest ``f · θ_i``; ``f = 0``: the tilt nearest 0°) compressed by ``cosθ_i/cosθ_j`` perpendicular to
-    a tilt axis at α, in the raw frame, for one α.
+def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float, **kwargs: Any) -> float:
+    """:func:`stretch_scores` for one tilt-axis angle α."""
+    return float(stretch_scores(images, angles_deg, [angle_deg], **kwargs)[0])
+
+
+def stretch_scores(images: torch.Tensor, angles_deg: np.ndarray, candidates_deg: Sequence[float], *,
+                   partner_fractions: Sequence[float] = (0.0, 0.7), max_lag: int = 3,
+                   radius_fraction: float = 0.42) -> np.ndarray:
+    """For each candidate α, the mean normalized correlation of every tilt ``i`` with its partners ``j``
+    (for each fraction ``f`` the tilt nearest ``f · θ_i``; ``f = 0``: the tilt nearest 0°) compressed by
+    ``cosθ_i/cosθ_j`` perpendicular to a tilt axis at α, in the raw frame.
 
     ``images`` are band-passed raw images with their shifts removed. For a thin specimen a tilted view is a
     less tilted one compressed perpendicular to the tilt axis; compressing along a wrong direction adds a
@@ -79,35 +86,40 @@ def stretch_score(images: torch.Tensor, angles_deg: np.ndarray, angle_deg: float
     series (64², axes 30°/90°): fractions (0,): 1.11° (2.5°) and 0.90° (1.8°); (0.7,): 0.59° (1.4°) and
     1.87° (5.9°); (0, 0.7): 0.87° (2.2°) and 1.06° (2.3°). Working in the raw frame inside a circle
     (``radius_fraction · min(ny, nx)``) means no image is rotated, so zero-filled corners never enter. The
-    peak is taken within ``max_lag`` pixels (residual shifts).
+    peak is taken within ``max_lag`` pixels (residual shifts). The tilted images do not depend on α: their
+    spectra are computed once for all candidates.
     """
     n, ny, nx = images.shape
     dev, dt = images.device, images.dtype
-    a = math.radians(angle_deg)
-    perp = torch.tensor([math.cos(a), math.sin(a)], device=dev, dtype=dt)  # R(α)·x̂ in (x, y)
     yy, xx = torch.meshgrid(torch.arange(ny, device=dev, dtype=dt) - (ny - 1) / 2,
                             torch.arange(nx, device=dev, dtype=dt) - (nx - 1) / 2, indexing="ij")
     r = torch.stack([xx, yy], dim=-1)
     mask = (radius_fraction * min(ny, nx) + 0.5 - r.norm(dim=-1)).clamp(0, 1)
-    along = (r @ perp)[..., None] * perp
     cos = np.cos(np.deg2rad(angles_deg))
     own = np.concatenate([np.arange(n)] * len(partner_fractions))
     partner = np.concatenate([[int(np.argmin(np.abs(angles_deg - f * t))) for t in angles_deg]
                               for f in partner_fractions])
     factors = torch.as_tensor(cos[own] / cos[partner], device=dev, dtype=dt)
-    src = r[None] + (1 / factors - 1)[:, None, None, None] * along[None]
-    grid = src / torch.tensor([(nx - 1) / 2, (ny - 1) / 2], device=dev, dtype=dt)
-    refs = torch.nn.functional.grid_sample(images[torch.as_tensor(partner, device=dev)][:, None], grid, align_corners=True)[:, 0]
-    b = refs * mask
-    c = images[torch.as_tensor(own, device=dev)] * mask
-    b = b - b.mean(dim=(1, 2), keepdim=True)
-    c = c - c.mean(dim=(1, 2), keepdim=True)
-    cc = torch.fft.ifft2(torch.fft.fft2(c) * torch.fft.fft2(b).conj()).real
-    cc = torch.fft.fftshift(cc, dim=(-2, -1))[:, ny // 2 - max_lag : ny // 2 + max_lag + 1,
-                                              nx // 2 - max_lag : nx // 2 + max_lag + 1]
-    norm = (b.norm(dim=(1, 2)) * c.norm(dim=(1, 2))).clamp_min(1e-30)
     weight = (1 - factors).abs()  # sensitivity to α grows with the compression; a self-pair has none
-    return float((cc.amax(dim=(1, 2)) / norm * weight).sum() / weight.sum().clamp_min(1e-30))
+    c = images[torch.as_tensor(own, device=dev)] * mask
+    c = c - c.mean(dim=(1, 2), keepdim=True)
+    c_hat, c_norm = torch.fft.rfft2(c), c.norm(dim=(1, 2))
+    partners = images[torch.as_tensor(partner, device=dev)][:, None]
+    scale = torch.tensor([(nx - 1) / 2, (ny - 1) / 2], device=dev, dtype=dt)
+    scores = []
+    for angle_deg in candidates_deg:
+        a = math.radians(angle_deg)
+        perp = torch.tensor([math.cos(a), math.sin(a)], device=dev, dtype=dt)  # R(α)·x̂ in (x, y)
+        along = (r @ perp)[..., None] * perp
+        src = r[None] + (1 / factors - 1)[:, None, None, None] * along[None]
+        b = torch.nn.functional.grid_sample(partners, src / scale, align_corners=True)[:, 0] * mask
+        b = b - b.mean(dim=(1, 2), keepdim=True)
+        cc = torch.fft.irfft2(c_hat * torch.fft.rfft2(b).conj(), s=(ny, nx))
+        cc = torch.fft.fftshift(cc, dim=(-2, -1))[:, ny // 2 - max_lag : ny // 2 + max_lag + 1,
+                                                  nx // 2 - max_lag : nx // 2 + max_lag + 1]
+        norm = (b.norm(dim=(1, 2)) * c_norm).clamp_min(1e-30)
+        scores.append(float((cc.amax(dim=(1, 2)) / norm * weight).sum() / weight.sum().clamp_min(1e-30)))
+    return np.asarray(scores)
 
 
 def _parabola_max(grid: np.ndarray, scores: np.ndarray) -> float:
@@ -126,7 +138,7 @@ def refine_tilt_axis(
     max_shift: Sequence[int], *, neighbours: int = 3, lowpass_sigma_px: float = 1.0,
 ) -> tuple[float, np.ndarray]:
     """Refine α near a first estimate: twice, estimate the shifts at α (:func:`neighbour_shifts`), score
-    ``α ± 6°`` on a 1° grid with :func:`stretch_score` of the shift-corrected, finely band-passed images,
+    ``α ± 6°`` on a 1° grid with :func:`stretch_scores` of the shift-corrected, finely band-passed images,
     and move α to the vertex of a least-squares parabola through the scores (the criterion peaks broadly,
     so a wide fit is more precise than the best grid point). Returns ``(α, scores (k, 2))``."""
     alpha = alpha_deg
@@ -137,7 +149,7 @@ def refine_tilt_axis(
         fine = _bandpass(shift_images(imgs, uv_to_raw(s_uv, alpha)), lowpass_sigma_px,
                          4 * lowpass_sigma_px)
         offsets = np.arange(-6.0, 6.0 + 1e-9, 1.0)
-        vals = np.array([stretch_score(fine, angles_deg, alpha + float(d)) for d in offsets])
+        vals = stretch_scores(fine, angles_deg, (alpha + offsets).tolist())
         scored += list(zip((alpha + offsets).tolist(), vals.tolist(), strict=True))
         c2, c1, _ = np.polyfit(offsets, vals, 2)
         if c2 < 0:
@@ -147,4 +159,5 @@ def refine_tilt_axis(
     return alpha, np.asarray(sorted(scored))
 
 
-__all__ = ["axis_difference", "axis_profile_score", "refine_tilt_axis", "search_tilt_axis", "stretch_score", "wrap_axis_angle"]
+__all__ = ["axis_difference", "axis_profile_score", "refine_tilt_axis", "search_tilt_axis", "stretch_score", "stretch_scores",
+           "wrap_axis_angle"]
