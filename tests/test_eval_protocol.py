@@ -15,7 +15,7 @@ from stemtomo.core.imaging import DEFAULT_KAPPA
 from stemtomo.errors import ParameterError
 from stemtomo.eval.align import align_volume, apply_transform
 from stemtomo.eval.config import AlignConfig, EvalConfig, ProjectionConfig
-from stemtomo.eval.evaluate import evaluate_stacks, evaluate_volumes, resample_to_shape
+from stemtomo.eval.evaluate import evaluate_stacks, evaluate_volumes, match_grids, resample_to_shape
 from stemtomo.eval.metrics import minmax, psnr
 from stemtomo.eval.projections import paper_test_angles, project, projection_metrics, rotation_matrix
 
@@ -221,6 +221,19 @@ def test_resample_crops_or_pads_a_reference_of_another_thickness(rng: np.random.
     padded = resample_to_shape(ref[8:24], (32, 16, 16))  # thinner reference: zero outside
     np.testing.assert_array_equal(padded[8:24], ref[8:24])
     assert not padded[:8].any() and not padded[24:].any()
+
+
+def test_match_grids_pads_a_slab_or_resamples_the_reference(rng: np.random.Generator) -> None:
+    ref = rng.random((32, 16, 16)).astype(np.float32)
+    slab = rng.random((16, 16, 16)).astype(np.float32)
+    vol, same_ref, how = match_grids(slab, ref)  # even difference: the slab zero-padded onto the reference grid
+    assert how == "padded" and same_ref is ref and vol.shape == (32, 16, 16)
+    np.testing.assert_array_equal(vol[8:24], slab)
+    assert not vol[:8].any() and not vol[24:].any()
+    vol, resampled, how = match_grids(slab[:15], ref)  # odd: the reference onto the slab's centred grid
+    assert how == "resampled" and vol is not None and vol.shape == (15, 16, 16)
+    np.testing.assert_allclose(resampled, (ref[8:23] + ref[9:24]) / 2, atol=1e-6)
+    assert match_grids(ref, ref)[2] is None
 
 
 def test_resample_refuses_distortion_and_other_ndim() -> None:

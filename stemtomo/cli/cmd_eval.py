@@ -209,11 +209,10 @@ def _read_pair(volume: Path, reference: Path, kind: Kind) -> tuple[Any, Any, boo
 
 def _compare(volume: Path, reference: Path, config: EvalConfig, dev: Any, notes: list[str], *, kind: Kind,
              mask: Path | None, slab_only: bool, thickness_px: float | None) -> tuple[str, dict[str, Any], Any]:
-    import numpy as np
     import torch
 
     from stemtomo.eval.align import apply_transform
-    from stemtomo.eval.evaluate import evaluate_stacks, evaluate_volumes, resample_to_shape
+    from stemtomo.eval.evaluate import evaluate_stacks, evaluate_volumes, match_grids
 
     vol_img, ref_img, is_stack = _read_pair(volume, reference, kind)
     vol_np, ref_np = vol_img.data, ref_img.data
@@ -224,18 +223,12 @@ def _compare(volume: Path, reference: Path, config: EvalConfig, dev: Any, notes:
                 notes.append(f"{name} ignored for tilt series")
         res = evaluate_stacks(torch.as_tensor(vol_np, device=dev), torch.as_tensor(ref_np, device=dev), config)
         return "stack", res, (vol_np, ref_np)
-    dz = ref_np.shape[0] - vol_np.shape[0]
-    if ref_np.shape[1:] == vol_np.shape[1:] and dz > 0 and dz % 2 == 0:
-        # a slab-only tomogram (nz = thickness) against a deeper reference: density outside the slab is 0 by
-        # convention, so pad the tomogram rather than crop the reference — every method is then scored on
-        # the same grid (a full-depth WBP and a slab-only recon alike)
-        vol_np = np.pad(vol_np, ((dz // 2, dz // 2), (0, 0), (0, 0)))
-        msg = f"volume {volume} zero-padded in z from {vol_img.data.shape[0]} to {ref_np.shape[0]} (outside the slab)"
-        warn(msg)
-        notes.append(msg)
-    elif ref_np.shape != vol_np.shape:
-        ref_np = resample_to_shape(ref_np, vol_np.shape)
-        msg = f"reference {reference} resampled from {list(ref_img.data.shape)} to {list(vol_np.shape)} (trilinear, centre-aligned; z cropped/zero-padded)"
+    ref_shape = list(ref_np.shape)
+    vol_np, ref_np, how = match_grids(vol_np, ref_np)  # a slab-only tomogram is zero-padded to a deeper reference
+    if how is not None:
+        msg = (f"volume {volume} zero-padded in z from {vol_img.data.shape[0]} to {ref_np.shape[0]} (outside the slab)"
+               if how == "padded" else f"reference {reference} resampled from {ref_shape} to {list(vol_np.shape)} "
+               "(trilinear, centre-aligned; z cropped/zero-padded)")
         warn(msg)
         notes.append(msg)
     mask_np = _mask(mask, slab_only, thickness_px, vol_img, ref_img, vol_np.shape, notes)

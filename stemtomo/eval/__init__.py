@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stemtomo.eval.align import AlignResult, align_volume, apply_transform
     from stemtomo.eval.config import AlignConfig, EvalConfig, ProjectionConfig
-    from stemtomo.eval.evaluate import evaluate_stacks, evaluate_volumes, resample_to_shape
+    from stemtomo.eval.evaluate import evaluate_stacks, evaluate_volumes, match_grids, resample_to_shape
     from stemtomo.eval.fsc import FscResult, fourier_shell_correlation
     from stemtomo.eval.metrics import dssim, minmax, mse, psnr, psnr_from_mse, slab_mask, ssim
     from stemtomo.eval.projections import paper_test_angles, project, projection_metrics, rotation_matrix
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "align": ("AlignResult", "align_volume", "apply_transform"),
     "config": ("AlignConfig", "EvalConfig", "ProjectionConfig"),
-    "evaluate": ("evaluate_stacks", "evaluate_volumes", "resample_to_shape"),
+    "evaluate": ("evaluate_stacks", "evaluate_volumes", "match_grids", "resample_to_shape"),
     "fsc": ("FscResult", "fourier_shell_correlation"),
     "metrics": ("dssim", "minmax", "mse", "psnr", "psnr_from_mse", "slab_mask", "ssim"),
     "projections": ("paper_test_angles", "project", "projection_metrics", "rotation_matrix"),
@@ -59,6 +59,7 @@ __all__ = [
     "projection_metrics",
     "psnr",
     "psnr_from_mse",
+    "match_grids",
     "resample_to_shape",
     "rotation_matrix",
     "slab_mask",

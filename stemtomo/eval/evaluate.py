@@ -67,6 +67,23 @@ def resample_to_shape(reference: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
     return out
 
 
+def match_grids(volume: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """A volume and its reference on one grid, as ``stemtomo eval`` scores them: ``(volume, reference, how)``.
+
+    A slab-only volume (nz = thickness) against a deeper reference of the same y/x size, deeper by an even
+    number of planes, is zero-padded in z (density outside the slab is 0 by convention), so every method is
+    scored on the reference's grid (``how = "padded"``); any other difference in shape resamples the
+    reference onto the volume's grid (:func:`resample_to_shape`, ``how = "resampled"``); equal shapes are
+    returned as they are (``how = None``).
+    """
+    dz = reference.shape[0] - volume.shape[0]
+    if reference.shape[1:] == volume.shape[1:] and dz > 0 and dz % 2 == 0:
+        return np.pad(volume, ((dz // 2, dz // 2), (0, 0), (0, 0))), reference, "padded"
+    if reference.shape != volume.shape:
+        return volume, resample_to_shape(reference, volume.shape), "resampled"
+    return volume, reference, None
+
+
 def _resample_axis(a: np.ndarray, axis: int, n_out: int, scale: float) -> np.ndarray:
     """Linear interpolation along one axis at ``c_in + (i - c_out)·scale``; 0 beyond half a voxel outside."""
     n_in = a.shape[axis]
@@ -200,4 +217,4 @@ def evaluate_stacks(stack: torch.Tensor, reference: torch.Tensor, config: EvalCo
     return {"shape": list(stack.shape)} | out
 
 
-__all__ = ["MAX_ANISOTROPY", "evaluate_stacks", "evaluate_volumes", "resample_to_shape"]
+__all__ = ["MAX_ANISOTROPY", "evaluate_stacks", "evaluate_volumes", "match_grids", "resample_to_shape"]
