@@ -34,7 +34,7 @@ from stemtomo.core.geometry import length_unit_px
 from stemtomo.core.imaging import intensity
 from stemtomo.core.projector import forward_project
 from stemtomo.io import Image, Metadata
-from stemtomo.recon.implicit import ReconConfig, psnr_minmax, reconstruct
+from stemtomo.recon.implicit import ReconConfig, reconstruct
 from stemtomo.simulate.phantoms import cell_phantom
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,13 +54,6 @@ def make_series(n: int, seed: int = 0) -> tuple[np.ndarray, Image, float]:
     return vol, Image(data=noisy, meta=meta), float(thickness)
 
 
-def selected_psnr(preview: np.ndarray, vol: np.ndarray) -> float:
-    """3D PSNR of a slab-only preview against the full phantom, zero-padded in z as ``stemtomo eval`` does."""
-    pad = (vol.shape[0] - preview.shape[0]) // 2
-    full = np.pad(preview, ((pad, vol.shape[0] - preview.shape[0] - pad), (0, 0), (0, 0)))
-    return psnr_minmax(torch.from_numpy(full), torch.from_numpy(vol))
-
-
 def run_one(vol: np.ndarray, image: Image, field: str, method: str, budget: float, val_interval: int,
             device: torch.device, precision: str = "fp32", compile_backend: str | None = None) -> dict:
     cfg = ReconConfig(method=method, field=FieldConfig(kind=field), lr=LR[field], tv=TV[method],
@@ -73,7 +66,7 @@ def run_one(vol: np.ndarray, image: Image, field: str, method: str, budget: floa
                       callback=lambda r: rows.append(dict(r)) if "psnr3d" in r else None)
     wall = time.monotonic() - t0
     st = res.state
-    selected = selected_psnr(res.preview, vol)
+    selected = res.trainer.reference_psnr()  # the selected model, scored as the curve's points are
     best = max(rows, key=lambda r: r["psnr3d"]) if rows else {"psnr3d": float("nan"), "time_s": float("nan")}
     return {"field": field, "method": method, "steps": st.iteration, "train_s": st.elapsed_s, "wall_s": wall,
             "steps_per_s": st.iteration / max(st.elapsed_s, 1e-9), "selected_iteration": st.best_iteration,

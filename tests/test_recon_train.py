@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_recon_phantom import ANGLES, THICKNESS, clean_series, phantom, poisson_series, series_image
 
-from stemtomo.core.fields import FieldConfig
+from stemtomo.core.fields import FieldConfig, sample_volume
 from stemtomo.core.geometry import length_unit_px
 from stemtomo.core.imaging import linearize
 from stemtomo.core.render import RenderConfig
@@ -113,6 +113,21 @@ def test_reference_psnr_is_logged_but_not_used_for_selection(vol: np.ndarray, no
     assert [r["psnr3d"] for r in a.trainer.history if "psnr3d" in r]
     assert a.state.best_iteration == b.state.best_iteration
     assert np.array_equal(a.preview, b.preview)
+
+
+@pytest.mark.parametrize("kind", ["voxel", "grid", "mlp"])
+def test_reference_psnr_scores_the_slab_as_eval_does(kind: str, vol: np.ndarray, noisy: np.ndarray) -> None:
+    # the logged psnr3d equals the score of the preview zero-padded in z, as `stemtomo eval` pads it: every
+    # field is 0 outside its slab
+    a = reconstruct(series_image(noisy), _cfg(field=FieldConfig(kind=kind), iterations=5), CPU, reference=vol)
+    # the selected (restored) model scores what was logged at its validation
+    logged = {r["iteration"]: r["psnr3d"] for r in a.trainer.history if "psnr3d" in r}
+    assert a.trainer.reference_psnr() == pytest.approx(logged[a.state.best_iteration], abs=1e-5)
+    row: dict = {}
+    a.trainer.evaluate(row)
+    with torch.no_grad():
+        slab = sample_volume(a.trainer.field, a.trainer.field.volume_shape).numpy()
+    assert row["psnr3d"] == pytest.approx(_psnr_full(slab, vol), abs=1e-4)
 
 
 def _field_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -277,10 +277,17 @@ class Trainer:
             row[f"val_{score_name(self.cfg.method)}"] = score
         self._select(score)
         if self.reference is not None and self.dist.is_main:
-            with torch.no_grad():
-                s = self.field.volume_shape[2] / self.reference.shape[2]
-                vol = sample_volume(self.field, self.reference.shape, scale=s)
-            row["psnr3d"] = psnr_minmax(vol, self.reference)
+            row["psnr3d"] = self.reference_psnr()
+
+    def reference_psnr(self) -> float:
+        """3D PSNR of the current field against the reference, sampled on the reference's grid (the field is 0
+        outside its slab, so this equals ``stemtomo eval`` of the preview zero-padded in z)."""
+        if self.reference is None:
+            raise ValueError("reference_psnr: the trainer has no reference")
+        with torch.no_grad():
+            s = self.field.volume_shape[2] / self.reference.shape[2]
+            vol = sample_volume(self.field, self.reference.shape, scale=s)
+        return psnr_minmax(vol, self.reference)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def run(
