@@ -14,7 +14,9 @@ Case sets (``--cases``): ``bench`` (the 12 phantoms above × clean/noisy), ``hel
 axes 7°/90°/−20°, plus 128² α = 30° seed 11: 14 series never used to choose a setting), ``simulate``
 (:func:`stemtomo.simulate.simulate` with its defaults, i.e. ``stemtomo simulate --tilt-axis-angle 7
 --shift-sigma-px 5 --dose 40``: cell phantom with viruses, slab N/2, 67 tilts −50…49°, at 64² seeds 1–4
-and 128² seeds 1–3; its noisy series is the "dose 40" row), or ``--size N`` (the bench axes with seeds
+and 128² seeds 1–3; its noisy series is the "dose 40" row), ``haadf`` (like real HAADF series with the tilt
+axis near x: ``stemtomo simulate --phantom nanoparticles --contrast df --tilts -60:60:2 --size 256`` with axes
+86° and −87.5°, seeds 1/2, σ = 5 px, clean and Poisson dose 200), or ``--size N`` (the bench axes with seeds
 3/5/7/11 at N², slab N/3).
 
 ``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``); with
@@ -23,7 +25,7 @@ suffix ``_twin_slab``).
 ``--prior-offset D`` adds a column: ``align --tilt-axis-angle (α + D) --axis-search-range 5`` (a
 recorded axis D degrees off, refined locally); its CSV gets the suffix ``_prior``.
 
-Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate] [--size N] [--threads 1]
+Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate|haadf] [--size N] [--threads 1]
 [--prior-offset D] [--twin [--true-slab]]`` (``--quick``: seed 3 only).
 """
 
@@ -52,6 +54,8 @@ CASES = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (3, 5
 ]
 HELDOUT = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (11, 13)] + [(128, 42, 30.0, 11)]
 SIMULATE = [(64, 32, 7.0, seed) for seed in (1, 2, 3, 4)] + [(128, 64, 7.0, seed) for seed in (1, 2, 3)]
+HAADF = [(256, 128, alpha, seed) for alpha in (86.0, -87.5) for seed in (1, 2)]
+HAADF_DOSE = 200.0
 
 
 def sized_cases(size: int) -> list[tuple[int, int, float, int]]:
@@ -73,14 +77,16 @@ def misaligned_series(size: int, thickness: int, alpha_deg: float, seed: int, do
     return raw.float().numpy(), shifts
 
 
-def simulated_series(size: int, alpha_deg: float, seed: int, dose: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``simulate``'s default series with axis α and σ = 5 px shifts: raw line integrals, shifts, angles."""
+def simulated_series(size: int, alpha_deg: float, seed: int, dose: float, *, haadf: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``simulate``'s default series with axis α and σ = 5 px shifts: raw line integrals, shifts, angles.
+    ``haadf``: nanoparticles, DF contrast, 61 tilts −60:60:2, Poisson dose :data:`HAADF_DOSE`."""
     from stemtomo.align.pipeline import line_integral_stack
     from stemtomo.simulate.config import NoiseConfig, SimulationConfig
     from stemtomo.simulate.simulate import simulate
 
+    kind = dict(phantom="nanoparticles", contrast="df", tilts="-60:60:2") if haadf else {}
     cfg = SimulationConfig(size=size, tilt_axis_angle_deg=alpha_deg, shift_sigma_px=5.0, seed=seed,
-                           noise=NoiseConfig(dose=40.0))
+                           noise=NoiseConfig(dose=HAADF_DOSE if haadf else 40.0), **kind)
     result = simulate(cfg)
     stack = result.noisy if dose else result.clean
     assert stack is not None and result.shifts_px is not None
@@ -101,7 +107,7 @@ def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float, an
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seed 3 only")
-    parser.add_argument("--cases", choices=("bench", "heldout", "simulate"), default="bench")
+    parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf"), default="bench")
     parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prior-offset", type=float, default=None,
@@ -110,16 +116,16 @@ def main() -> None:
     parser.add_argument("--true-slab", action="store_true", help="give the twin run the true slab thickness")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE}
+    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF}
     cases = sized_cases(args.size) if args.size else sets[args.cases]
     cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
     local_head = (f" {'local':>8}" if args.prior_offset is not None else "") + (f" {'twin':>8}" if args.twin else "")
     print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'stretch':>8} {'default':>8}{local_head} {'shift RMS':>9} {'time':>6}")
     for size, thickness, alpha, seed in cases:
-        for dose in (0, 40):
-            if args.cases == "simulate" and not args.size:
-                raw, shifts, angles = simulated_series(size, alpha, seed, dose)
+        for dose in (0, HAADF_DOSE if args.cases == "haadf" else 40):
+            if args.cases in ("simulate", "haadf") and not args.size:
+                raw, shifts, angles = simulated_series(size, alpha, seed, dose, haadf=args.cases == "haadf")
             else:
                 (raw, shifts), angles = misaligned_series(size, thickness, alpha, seed, dose), ANGLES
             stretch = coarse_align(raw, angles, AlignConfig(flow_axis=False)).tilt_axis_angle_deg
@@ -145,7 +151,7 @@ def main() -> None:
                 row["seconds_twin"] = round(time.perf_counter() - t1, 2)
                 local_text += f" {row['axis_error_twin_deg']:+8.2f}"
             rows.append({**row, "shift_rms_px": round(rms, 3), "seconds": round(seconds, 2)})
-            print(f"{size:4d} {alpha:6.1f} {seed:4d} {dose:4d} {error_stretch:+8.2f} {error:+8.2f}{local_text} {rms:9.2f} "
+            print(f"{size:4d} {alpha:6.1f} {seed:4d} {dose:4g} {error_stretch:+8.2f} {error:+8.2f}{local_text} {rms:9.2f} "
                   f"{seconds:6.1f}", flush=True)
     keys = [("axis_error_stretch_deg", "stretch"), ("axis_error_deg", "default")]
     if args.prior_offset is not None:
