@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 
-def fill_regions(images: torch.Tensor, min_fraction: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+def fill_regions(images: torch.Tensor, min_fraction: float = 0.02, *, bin_factor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Find and neutralize constant fill (e.g. zero-filled corners left by rotating images with zero padding).
 
     A value is taken as fill when it is the image's minimum or maximum (to 1e-6 of the range), occupies at least ``min_fraction`` of
@@ -19,28 +19,46 @@ def fill_regions(images: torch.Tensor, min_fraction: float = 0.02) -> tuple[torc
     Returns ``(images, valid)``: the images with fill pixels set to the mean of their valid pixels, and the
     ``(n, ny, nx)`` float mask of valid pixels (1 = data). Fill fixed in the raw frame otherwise dominates
     every correlation and pins the shifts at zero.
+
+    ``bin_factor`` > 1 average-bins each result (the valid mask by its minimum; remainder rows and columns
+    cropped) image by image, so a large stack is never copied at full size.
     """
-    valid = torch.ones_like(images)
-    out = images.clone()
-    ny, nx = images.shape[-2:]
-    for i in range(images.shape[0]):
+    n, ny, nx = images.shape
+    f = bin_factor
+    by, bx = ny // f, nx // f
+    out = images.new_empty((n, by, bx))
+    valid = images.new_ones((n, by, bx))
+    for i in range(n):
         img = images[i]
-        border = torch.cat([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
-        values, counts = torch.unique(border, return_counts=True)
-        k = int(counts.argmax())
-        value = values[k]
-        lo, hi = float(img.min()), float(img.max())
-        tol = 1e-6 * (hi - lo)
-        extreme = abs(float(value) - lo) <= tol or abs(float(value) - hi) <= tol
-        if counts[k] < max(3, min_fraction * border.numel()) or not extreme:
+        fill = _fill_mask(img, min_fraction)
+        if fill is None:
+            out[i] = img[: by * f, : bx * f].reshape(by, f, bx, f).mean((1, 3)) if f > 1 else img
             continue
-        centre = img[ny // 4 : ny - ny // 4, nx // 4 : nx - nx // 4]
-        if float((centre == value).float().mean()) * 10 > float(counts[k]) / border.numel():
-            continue
-        fill = img == value
-        valid[i] = (~fill).to(images.dtype)
-        out[i] = torch.where(fill, img[~fill].mean(), img)
+        filled = torch.where(fill, img[~fill].mean(), img)
+        mask = (~fill).to(images.dtype)
+        if f > 1:
+            filled = filled[: by * f, : bx * f].reshape(by, f, bx, f).mean((1, 3))
+            mask = mask[: by * f, : bx * f].reshape(by, f, bx, f).amin((1, 3))
+        out[i], valid[i] = filled, mask
     return out, valid
+
+
+def _fill_mask(img: torch.Tensor, min_fraction: float) -> torch.Tensor | None:
+    """The fill pixels of one image (see :func:`fill_regions`), or None when it has none."""
+    ny, nx = img.shape
+    border = torch.cat([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
+    values, counts = torch.unique(border, return_counts=True)
+    k = int(counts.argmax())
+    value = values[k]
+    lo, hi = float(img.min()), float(img.max())
+    tol = 1e-6 * (hi - lo)
+    extreme = abs(float(value) - lo) <= tol or abs(float(value) - hi) <= tol
+    if counts[k] < max(3, min_fraction * border.numel()) or not extreme:
+        return None
+    centre = img[ny // 4 : ny - ny // 4, nx // 4 : nx - nx // 4]
+    if float((centre == value).float().mean()) * 10 > float(counts[k]) / border.numel():
+        return None
+    return img == value
 
 
 def _edge_weight(valid: torch.Tensor, width_px: float) -> torch.Tensor:

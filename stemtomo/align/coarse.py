@@ -181,12 +181,8 @@ def coarse_align(
         raise ParameterError("alignment needs a tilt series of at least 2 images")
     if len(angles) != imgs.shape[0]:
         raise ParameterError(f"{len(angles)} tilt angles for {imgs.shape[0]} images; the counts must match")
-    imgs, valid = fill_regions(imgs)
     factor = max(1, math.ceil(max(imgs.shape[-2:]) / config.max_size_px))
-    if factor > 1:
-        ny, nx = imgs.shape[-2] // factor * factor, imgs.shape[-1] // factor * factor
-        imgs = imgs[:, :ny, :nx].reshape(imgs.shape[0], ny // factor, factor, nx // factor, factor).mean((2, 4))
-        valid = valid[:, :ny, :nx].reshape(imgs.shape[0], ny // factor, factor, nx // factor, factor).amin((2, 4))
+    imgs, valid = fill_regions(imgs, bin_factor=factor)  # binned image by image: no full-size copies
     high = config.highpass_sigma_px or max(imgs.shape[-2:]) / 16
     weight = _edge_weight(valid, 2 * config.lowpass_sigma_px + 1)
     filtered = _bandpass(imgs, config.lowpass_sigma_px, high) * weight
