@@ -31,15 +31,28 @@ class AlignResult:
 def line_integral_stack(
     stack: np.ndarray, contrast: str, kappa: float, normalization: dict[str, Any] | None
 ) -> np.ndarray:
-    """Normalized intensities → line integrals (BF −log I/κ, DF −log(1−I)/κ), float32."""
-    intensities, _ = normalized_intensities(stack, normalization)
-    return linearize(torch.as_tensor(intensities), contrast, kappa).numpy()
+    """Normalized intensities → line integrals (BF −log I/κ, DF −log(1−I)/κ), float32; computed in place,
+    a few images at a time (a large stack costs one float32 copy)."""
+    lines, _ = normalized_intensities(stack, normalization)
+    for i in range(0, lines.shape[0], 8):
+        lines[i : i + 8] = linearize(torch.from_numpy(lines[i : i + 8]), contrast, kappa).numpy()
+    return lines
 
 
-def holdout_score(lines: torch.Tensor, angles: np.ndarray, max_px: int = 256) -> float:
-    """Held-out reprojection error of aligned line integrals, binned to at most ``max_px`` pixels for speed."""
-    factor = max(1, int(np.ceil(max(lines.shape[-2:]) / max_px)))
-    return holdout_reprojection_error(bin_images(lines, factor), angles)
+def holdout_score(lines: torch.Tensor, angles: np.ndarray, max_px: int = 256, *,
+                  transform: Callable[[torch.Tensor, slice], torch.Tensor] | None = None, chunk: int = 8) -> float:
+    """Held-out reprojection error of aligned line integrals, binned to at most ``max_px`` pixels for speed.
+
+    ``transform(images, indices)`` (e.g. the alignment's resampling of those images) is applied first, to
+    ``chunk`` images at a time that are binned at once, so a large stack is never resampled whole."""
+    if transform is None:
+        factor = max(1, int(np.ceil(max(lines.shape[-2:]) / max_px)))
+        return holdout_reprojection_error(bin_images(lines, factor), angles)
+    binned = []
+    for i in range(0, lines.shape[0], chunk):
+        part = transform(lines[i : i + chunk], slice(i, i + chunk))
+        binned.append(bin_images(part, max(1, int(np.ceil(max(part.shape[-2:]) / max_px)))))
+    return holdout_reprojection_error(torch.cat(binned), angles)
 
 
 def align_tilt_series(
@@ -64,15 +77,18 @@ def align_tilt_series(
     lines = torch.as_tensor(line_integral_stack(stack, contrast, kappa, normalization), device=device)
     if progress:
         progress("score before")
-    before = holdout_score(raw_to_aligned(lines, prior_axis_deg), tilt_angles_deg)
+    before = holdout_score(lines, tilt_angles_deg, transform=lambda x, _: raw_to_aligned(x, prior_axis_deg))
     result = coarse_align(lines, tilt_angles_deg, config, device=device, progress=progress)
     xf = xf_from_alignment(result.tilt_axis_angle_deg, result.shifts_xy)
     out_shape = aligned_shape(stack.shape, result.tilt_axis_angle_deg)
-    raw = torch.as_tensor(np.asarray(stack, dtype=np.float32), device=device)
-    aligned = apply_xf(raw, xf, out_shape)
     if progress:
         progress("score after")
-    after = holdout_score(apply_xf(lines, xf, out_shape), tilt_angles_deg)
+    after = holdout_score(lines, tilt_angles_deg, transform=lambda x, sl: apply_xf(x, xf[sl], out_shape))
+    del lines  # peak memory: the input, its line integrals or the output at full size, not all three
+    if progress:
+        progress("resample")
+    raw = torch.as_tensor(np.asarray(stack, dtype=np.float32), device=device)
+    aligned = apply_xf(raw, xf, out_shape)
     return AlignResult(aligned.cpu().numpy(), result, xf, before, after)
 
 

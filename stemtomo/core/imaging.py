@@ -7,6 +7,7 @@ Bright field (the paper's model): ``I = exp(-κ·P)``; dark field / HAADF: ``I =
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -69,7 +70,7 @@ def robust_normalize(
         lo, hi = float(stack.min()), float(stack.max())
     if not hi > lo:
         raise ParameterError("the stack is constant: it holds no image information to normalize")
-    out = np.clip((stack - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    out = _by_images(lambda part: np.clip((part - lo) / (hi - lo), 0.0, 1.0), stack)
     record = {
         "method": "robust_minmax",
         "lo": lo,
@@ -96,11 +97,18 @@ def normalized_intensities(stack: np.ndarray, meta_normalization: dict[str, Any]
     - otherwise :func:`robust_normalize`.
     """
     record = dict(meta_normalization or {})
-    if record.get("calibrated"):
-        return np.clip(stack, 0.0, 1.0).astype(np.float32), record
-    if is_normalized(record) and float(stack.min()) >= -1e-6 and float(stack.max()) <= 1 + 1e-6:
-        return np.clip(stack, 0.0, 1.0).astype(np.float32), record
+    if record.get("calibrated") or (is_normalized(record) and float(stack.min()) >= -1e-6 and float(stack.max()) <= 1 + 1e-6):
+        return _by_images(lambda part: np.clip(part, 0.0, 1.0), stack), record
     return robust_normalize(stack)
+
+
+def _by_images(fn: Callable[[np.ndarray], np.ndarray], stack: np.ndarray, chunk: int = 8) -> np.ndarray:
+    """``fn(stack).astype(float32)`` computed ``chunk`` images (first-axis entries) at a time, so a large stack
+    costs one float32 copy instead of one per intermediate; elementwise ``fn`` gives identical values."""
+    out = np.empty(np.shape(stack), dtype=np.float32)
+    for i in range(0, len(out), chunk):
+        out[i : i + chunk] = fn(stack[i : i + chunk])
+    return out
 
 
 __all__ = [
