@@ -271,3 +271,21 @@ def test_eval_holdout_scores_alignment(workdir: Path, cli) -> None:
         assert res.exit_code == 0, res.output
         scores[name] = json.loads(res.stdout)["holdout_error"]
     assert scores["ali.mrc"] < 0.8 * scores["sim/clean.mrc"], scores
+
+
+def test_chunked_scores_and_line_integrals_equal_the_whole_stack_computation(rng: np.random.Generator) -> None:
+    # align's memory-lean paths (8 images at a time) must give exactly what the whole-stack operations give
+    from stemtomo.align.pipeline import holdout_score, line_integral_stack
+    from stemtomo.core.geometry import raw_to_aligned
+    from stemtomo.core.imaging import linearize, robust_normalize
+
+    counts = rng.integers(100, 4000, (10, 300, 300)).astype(np.uint16)  # > 256 px: the scores bin
+    lines = line_integral_stack(counts, "df", 7.0, None)
+    whole = np.clip((counts - np.percentile(counts, 0.1)) / (np.percentile(counts, 99.9) - np.percentile(counts, 0.1)), 0, 1)
+    np.testing.assert_array_equal(robust_normalize(counts)[0], whole.astype(np.float32))
+    np.testing.assert_array_equal(lines, linearize(torch.from_numpy(whole.astype(np.float32)), "df", 7.0).numpy())
+    t = torch.from_numpy(lines)
+    angles = np.linspace(-45.0, 45.0, 10)
+    xf = xf_from_alignment(3.0, rng.normal(0.0, 2.0, (10, 2)))
+    assert holdout_score(t, angles, transform=lambda x, _: raw_to_aligned(x, 3.0)) == holdout_score(raw_to_aligned(t, 3.0), angles)
+    assert holdout_score(t, angles, transform=lambda x, sl: apply_xf(x, xf[sl])) == holdout_score(apply_xf(t, xf), angles)
