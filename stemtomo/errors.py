@@ -30,6 +30,10 @@ class ParameterError(StemtomoError):
     """An option or parameter value is out of its allowed range."""
 
 
+class ResourceError(StemtomoError):
+    """The requested work needs more memory than the machine (or GPU) has available."""
+
+
 class DeviceError(StemtomoError):
     """The requested compute device is not available."""
 

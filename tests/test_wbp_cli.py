@@ -135,3 +135,25 @@ def test_bad_inputs(workdir: Path, cli) -> None:
     res = cli("wbp", "ts.mrc", "-o", "out.mrc")
     assert res.exit_code == 1 and "--overwrite" in res.output
     assert read_sidecar("out.mrc") is not None
+
+
+def test_a_volume_larger_than_the_free_memory_is_refused_up_front(workdir: Path, cli, monkeypatch) -> None:
+    import stemtomo.core.device as device
+
+    write_series(workdir / "ts.mrc")
+    # 16 × 24 × 32 float32 = 48 KiB; with the half sets three volumes are held (144 KiB)
+    monkeypatch.setattr(device, "available_memory_bytes", lambda dev: 100 * 1024)
+    assert cli("wbp", "ts.mrc", "-o", "small.mrc").exit_code == 0
+    res = cli("wbp", "ts.mrc", "-o", "out.mrc", "--half-sets")
+    assert res.exit_code == 1 and res.stderr.strip().count("\n") == 0, res.output
+    assert "wbp of a 16×24×32 (zyx) volume needs 144 KiB but cpu has 100 KiB available; bin it (--bin 2" in res.stderr
+    assert not any(workdir.glob("out*"))
+
+
+def test_available_memory_is_read_from_the_kernel() -> None:
+    from stemtomo.core.device import available_memory_bytes
+
+    free = available_memory_bytes(torch.device("cpu"))
+    if Path("/proc/meminfo").exists():
+        assert free is not None and 2**26 < free < 2**50
+    assert available_memory_bytes(torch.device("meta")) is None

@@ -135,12 +135,13 @@ def _run(
     import numpy as np
 
     from stemtomo.cli._prepare import apply_records
+    from stemtomo.core.device import check_memory
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.errors import InputError
     from stemtomo.io import Metadata, make_provenance, read_stack, write_image
     from stemtomo.io.stack import check_not_constant
     from stemtomo.preprocess.pipeline import prepare_tilt_series
-    from stemtomo.recon.wbp import half_set_indices, line_integrals_from_stack, reconstruct
+    from stemtomo.recon.wbp import default_geometry, half_set_indices, line_integrals_from_stack, reconstruct
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles, tilt_axis_angle_deg=tilt_axis_angle, require_angles=True)
@@ -168,6 +169,12 @@ def _run(
     if len(outputs) == 3:
         even, odd = half_set_indices(tilts)
         sets += [(outputs[1], even, "even"), (outputs[2], odd, "odd")]
+    nz_out, _ = default_geometry(config, int(lines.shape[-1]))
+    # the volume, about as much again for writing it (SIRT: its work arrays), and for the half sets the
+    # previous volume until the next is done
+    check_memory(4 * nz_out * int(lines.shape[-2]) * int(lines.shape[-1]) * (2 if len(sets) == 1 else 3), dev,
+                 f"{config.method} of a {nz_out}×{lines.shape[-2]}×{lines.shape[-1]} (zyx) volume",
+                 f"bin it (--bin {2 * config.bin_factor} needs 8× less) or give the slab (--thickness-px, --estimate-thickness, --nz)")
     inputs = [tilt_series] + ([angles] if angles is not None else []) + ([prep.xf] if prep.xf is not None else [])
     provenance = make_provenance("wbp", opts, inputs)
     pixel = None if meta.pixel_size_angstrom is None else meta.pixel_size_angstrom * config.bin_factor
@@ -195,7 +202,7 @@ def _run(
                             thickness_px=rinfo["thickness_px"] if rinfo["thickness_px"] is not None else float(rinfo["nz"]),
                             contrast=contrast, kappa=kappa,
                             provenance=list(meta.provenance), extra=extra)
-        write_image(path, vol.detach().cpu().numpy().astype(np.float32), out_meta, overwrite=overwrite,
+        write_image(path, np.asarray(vol.detach().cpu().numpy(), dtype=np.float32), out_meta, overwrite=overwrite,
                     provenance=provenance)
     v = vol.shape
     info(f"{config.method.upper()}: {tilts.size} tilts → {outputs[0]} ({v[0]}×{v[1]}×{v[2]} zyx"
@@ -206,14 +213,18 @@ def _estimate(lines: Any, tilts: Any, config: Any) -> tuple[Any, dict[str, Any]]
     """Slab from a full-depth WBP of ``lines`` (binned voxels) → (config with that slab, sidecar record)."""
     import dataclasses
     import logging
+    import math
 
     from stemtomo.preprocess.pipeline import enclosing_thickness, estimate_slab, thickness_record
+    from stemtomo.recon.wbp import bin_images
 
+    # a full-depth WBP is nx³: binned to ≤ 256 px (as align --estimate-thickness), lengths scaled back
+    extra = max(1, math.ceil(max(lines.shape[-2:]) / 256))
     with progress("thickness estimate (full-depth WBP)", total=None):
-        est = estimate_slab(lines, tilts, filter=config.filter)
+        est = estimate_slab(bin_images(lines, extra) / extra, tilts, filter=config.filter)
     depth = config.nz if config.nz is not None else int(lines.shape[-1])
-    used = min(enclosing_thickness(est), float(depth))
-    record = {**thickness_record(est, config.bin_factor), "slab_used_px": used * config.bin_factor}
+    used = min(enclosing_thickness(est) * extra, float(depth))
+    record = {**thickness_record(est, config.bin_factor * extra), "slab_used_px": used * config.bin_factor}
     logging.getLogger("stemtomo.wbp").info(
         "estimated slab: %.1f px thick, centre offset %+.1f px (input pixels); reconstructing a centred slab of "
         "%.1f px", record["thickness_px"], record["z_offset_px"], record["slab_used_px"])

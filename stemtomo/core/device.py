@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stemtomo.errors import DeviceError
+from stemtomo.errors import DeviceError, ResourceError
 
 
 def available_devices() -> list[str]:
@@ -55,4 +55,42 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return dev
 
 
-__all__ = ["available_devices", "resolve_device"]
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can use on ``device``: free CUDA memory, the kernel's ``MemAvailable`` for the
+    CPU (Linux), None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(nbytes: int, device: torch.device, what: str, advice: str) -> None:
+    """Refuse work that cannot fit: ``nbytes`` (the large arrays it must hold at once) against
+    :func:`available_memory_bytes`; nothing is checked where the available memory is unknown.
+
+    Raises
+    ------
+    ResourceError
+        One line naming ``what``, both sizes and ``advice`` (the option that makes it smaller).
+    """
+    free = available_memory_bytes(device)
+    if free is not None and nbytes > free:
+        raise ResourceError(f"{what} needs {_size(nbytes)} but {device} has {_size(free)} available; {advice}")
+
+
+def _size(nbytes: int) -> str:
+    for unit, power in (("GiB", 30), ("MiB", 20)):
+        if nbytes >= 2**power:
+            return f"{nbytes / 2**power:.1f} {unit}"
+    return f"{nbytes / 2**10:.0f} KiB"
+
+
+__all__ = ["available_devices", "available_memory_bytes", "check_memory", "resolve_device"]

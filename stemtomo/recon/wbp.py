@@ -134,7 +134,7 @@ def back_project_slices(
     plane = nz * nu
     y_step = max(1, min(ny, chunk_elements // plane))
     t_step = max(1, min(n, chunk_elements // (plane * y_step)))
-    out = torch.zeros(ny, nz, nu, dtype=dt, device=dev)
+    out = torch.zeros(nz, ny, nu, dtype=dt, device=dev)
     for t0 in range(0, n, t_step):
         t1 = min(n, t0 + t_step)
         c, s = torch.cos(theta[t0:t1]), torch.sin(theta[t0:t1])
@@ -144,10 +144,10 @@ def back_project_slices(
             y1 = min(ny, y0 + y_step)
             src = (images[t0:t1, y0:y1] * w[t0:t1, None, None]).unsqueeze(2)  # (c, yc, 1, nu)
             sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            out[y0:y1] += sampled.sum(dim=0)
+            out[:, y0:y1] += sampled.sum(dim=0).transpose(0, 1)  # (yc, nz, nu) → the volume's (nz, yc, nu)
         if progress is not None:
             progress(t1, n)
-    return out.permute(1, 0, 2).contiguous()
+    return out
 
 
 def slab_mask(nz: int, thickness_px: float | None, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -209,12 +209,13 @@ def wbp(
     filtered = filter_rows(line_integrals, filter)
     vol = back_project_slices(filtered, angles, nz, weights=weights, chunk_elements=chunk_elements, progress=progress)
     mask = slab_mask(nz, thickness_px, dtype=vol.dtype, device=vol.device)
-    vol = vol * mask
+    vol.mul_(mask)  # in place, as below: a large volume is held once
     if restore_mean and thickness_px is not None:
         i0 = int(np.argmin(np.abs(angles)))
         target = line_integrals[i0].mean() * math.cos(math.radians(angles[i0])) / thickness_px
-        inside = mask.expand_as(vol) > 0
-        vol = vol + (target - vol[inside].mean()) * mask
+        planes = mask.reshape(-1) > 0
+        inside_mean = vol.sum(dim=(1, 2))[planes].sum() / (int(planes.sum()) * vol.shape[1] * vol.shape[2])
+        vol.add_((target - inside_mean) * mask)
     return vol
 
 
