@@ -120,3 +120,23 @@ def test_resume_needs_the_same_preparation(workdir: Path, cli, sims) -> None:
              "--device", "cpu")
     assert ok.exit_code == 0, ok.output
     assert read_sidecar("run/checkpoint.safetensors").extra["recon"]["state"]["iteration"] == 3  # type: ignore[union-attr]
+
+
+def test_bin_trains_on_binned_images_and_scales_the_pixel_lengths(workdir: Path, cli, sims) -> None:
+    r = cli("recon", sims[0], "-o", "b2", *FAST, "--bin", "2")
+    assert r.exit_code == 0, r.output
+    full = read_stack(sims[0])
+    preview = read_volume("b2/preview.mrc")
+    # 32² images with a 16-px slab (sidecar) → 16² images, an 8-voxel slab
+    assert preview.data.shape == (8, 16, 16)
+    model = read_sidecar("b2/model.safetensors")
+    assert model is not None and model.thickness_px == pytest.approx(8.0)
+    if full.meta.pixel_size_angstrom is not None:
+        assert preview.meta.pixel_size_angstrom == pytest.approx(2 * full.meta.pixel_size_angstrom)
+    image, extra = _prepared_image(sims[0], None, prepare_options(False, None, "none", None), None, "cpu", 2)
+    np.testing.assert_allclose(image.data, full.data.reshape(21, 16, 2, 16, 2).mean((2, 4)), atol=1e-6)
+    assert extra["bin"] == 2
+    bad = cli("recon", sims[0], "-o", "b0", *FAST, "--bin", "0")
+    assert bad.exit_code == 1 and "--bin 0: the binning factor must be ≥ 1" in bad.output and not Path("b0").exists()
+    bad = cli("recon", sims[0], "-o", "b2", "--resume", "b2", "--iterations", "8", "--device", "cpu", "--bin", "1")
+    assert bad.exit_code == 1 and "bin_factor" in bad.output and "--bin 2" in bad.output, bad.output

@@ -72,6 +72,7 @@ def recon(
     defocus_max_px: Annotated[float, typer.Option("--defocus-max-px", help="Defocus-aware rendering: largest blur σ in pixels (0 = off).")] = 0.0,
     defocus_rays: Annotated[int, typer.Option("--defocus-rays", help="Jittered sub-rays per pixel with --defocus-max-px.")] = _D["defocus_rays"],
     thickness_px: Annotated[float | None, typer.Option("--thickness-px", help="Slab thickness in pixels [default: sidecar, else image width].")] = None,
+    bin_factor: Annotated[int, typer.Option("--bin", help="Average-bin the images by this factor in x and y before training (after --xf); the model's voxels are that much larger, and --thickness-px, --defocus-max-px and the sidecar's thickness are read in input pixels.")] = 1,
     contrast: Annotated[str | None, typer.Option("--contrast", help="bf | df [default: sidecar, else bf].")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation constant κ [default: sidecar, else 7].")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Hold out every k-th tilt for validation (0 = off).")] = _D["val_every_kth_tilt"],
@@ -122,7 +123,12 @@ def recon(
                                   precision=precision, compile_backend="inductor" if compile_field else None)
         resume_state = (tensors, rinfo)
     else:
+        if bin_factor < 1:
+            raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
         cfg = _build_config(opts)
+        if bin_factor > 1:  # pixel lengths of the input → voxels of the binned images
+            cfg = dataclasses.replace(cfg, thickness_px=None if cfg.thickness_px is None else cfg.thickness_px / bin_factor,
+                                      defocus_max_px=cfg.defocus_max_px / bin_factor)
     cfg.validate()
     if iterations is not None and iterations < 1:
         raise ParameterError(f"--iterations {iterations}: must be ≥ 1")
@@ -131,7 +137,8 @@ def recon(
     with _joined_ranks(device, verbose, debug) as (dist, dev):
         # prepared on the CPU whatever the training device: the .xf resampling then gives the same bits
         # everywhere, so the data fingerprint of a checkpoint lets it be resumed on another device
-        image, preparation = _prepared_image(tiltseries, angles, prep, contrast, "cpu")
+        image, preparation = _prepared_image(tiltseries, angles, prep, contrast, "cpu",
+                                             int(opts.get("bin_factor") or 1))
         cfg = _with_sidecar_physics(cfg, image.meta, contrast, kappa)
         nm = _load_noise(noise_model, cfg.method) if noise_model is not None else None
         ref = read_volume(reference).data if reference is not None else None
@@ -188,9 +195,10 @@ def _joined_ranks(device: str, verbose: bool, debug: bool) -> Iterator[tuple[Any
 
 
 def _prepared_image(
-    path: Path, angles: Path | None, prep: Any, contrast: str | None, device: Any
+    path: Path, angles: Path | None, prep: Any, contrast: str | None, device: Any, bin_factor: int = 1
 ) -> tuple[Any, dict[str, Any]]:
-    """The tilt series read and prepared (defects, per-tilt intensities, ``.xf``) as an ``Image`` whose
+    """The tilt series read and prepared (defects, per-tilt intensities, ``.xf``, then ``bin_factor``
+    average binning, which scales the pixel size and the sidecar's thickness) as an ``Image`` whose
     metadata carry the preparation records, and those records' ``extra`` part (for the provenance)."""
     from stemtomo.cli._prepare import apply_records
     from stemtomo.errors import InputError
@@ -204,10 +212,23 @@ def _prepared_image(
     stack, records = prepare_tilt_series(image, prep, contrast=contrast or image.meta.contrast or "bf",
                                          device=device)
     meta = apply_records(image.meta, records)
+    if bin_factor > 1:
+        import numpy as np
+        import torch
+
+        from stemtomo.recon.wbp import bin_images
+
+        stack = bin_images(torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)), bin_factor).numpy()
+        meta = meta.copy(
+            pixel_size_angstrom=None if meta.pixel_size_angstrom is None else meta.pixel_size_angstrom * bin_factor,
+            thickness_px=None if meta.thickness_px is None else meta.thickness_px / bin_factor)
+        records["extra"]["bin"] = bin_factor
     return Image(data=stack, meta=meta, path=image.path, header=image.header, sources=image.sources), records["extra"]
 
 
-_PREP_KEYS = ("remove_defects", "defect_threshold", "normalize_tilts")
+_PREP_KEYS = ("remove_defects", "defect_threshold", "normalize_tilts", "bin_factor")
+_PREP_DEFAULTS = {"bin_factor": 1}
+"""Values of preparation options that runs recorded before the option existed."""
 
 
 def _check_resume_preparation(resume: Path, opts: dict[str, Any]) -> None:
@@ -226,12 +247,16 @@ def _check_resume_preparation(resume: Path, opts: dict[str, Any]) -> None:
         return
     saved_xf = ((saved.get("preparation") or {}).get("alignment") or {}).get("xf_sha256")
     now_xf = file_sha256(opts["xf"]) if opts["xf"] is not None and Path(opts["xf"]).is_file() else None
-    changed = [k for k in _PREP_KEYS if saved.get(k) != opts[k]] + (["xf"] if saved_xf != now_xf else [])
+    changed = [k for k in _PREP_KEYS if saved.get(k, _PREP_DEFAULTS.get(k)) != opts[k]] + (["xf"] if saved_xf != now_xf else [])
     if changed:
-        was = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!s}" for k in changed if k != "xf")
+        was = ", ".join(f"--{_option(k)} {saved.get(k, _PREP_DEFAULTS.get(k))!s}" for k in changed if k != "xf")
         raise ParameterError(f"--resume {resume}: the run was trained on images prepared otherwise ({', '.join(changed)} "
                              f"differ{'; it had ' + was if was else ''}); pass the same preparation options "
                              "(and the same .xf) as the first run")
+
+
+def _option(key: str) -> str:
+    return "bin" if key == "bin_factor" else key.replace("_", "-")
 
 
 def _build_config(o: dict[str, Any]) -> ReconConfig:
