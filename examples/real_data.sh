@@ -16,7 +16,7 @@
 #   TILT_AXIS=          known in-plane tilt-axis angle (degrees CCW from +y, IMOD RotationAngle); default: searched
 #   AXIS_RANGE=         refine TILT_AXIS (or the sidecar's/.mdoc's axis) within ± this many degrees instead of
 #                       using it as is (e.g. 3 for a recorded RotationAngle)
-#   BIN=1               binning for wbp (use 2–4 for 1k–4k images)
+#   BIN=1               binning for wbp and recon (use 2–4 for 1k–4k images)
 #   ITERS=300           recon optimizer steps (about 1.5 min for 48² × 41 tilts on a laptop CPU)
 #   DEVICE=auto         auto, cpu, cuda or cuda:N
 #
@@ -69,7 +69,7 @@ stemtomo wbp "$OUT/aligned.mrc" -o "$OUT/wbp.mrc" --estimate-thickness --half-se
     ${CONTRAST_ARGS[@]+"${CONTRAST_ARGS[@]}"} "${COMMON[@]}"
 
 echo "== 4. implicit reconstruction (noise-aware, rays clipped to the slab thickness_px that align wrote)"
-stemtomo recon "$OUT/aligned.mrc" -o "$OUT/recon" --iterations "$ITERS" \
+stemtomo recon "$OUT/aligned.mrc" -o "$OUT/recon" --iterations "$ITERS" --bin "$BIN" \
     ${CONTRAST_ARGS[@]+"${CONTRAST_ARGS[@]}"} "${COMMON[@]}"
 
 echo "== 5. export the tomogram (MRC, IMOD trimvol -rx orientation) and a PNG of its central slices"
