@@ -114,6 +114,8 @@ def recon(
     from stemtomo.io import check_output_dir, make_provenance, read_volume
     from stemtomo.recon.implicit import run as R
 
+    if bin_factor < 1:
+        raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
     resume_state = None
     if resume is not None:
         saved, tensors, rinfo = R.load_resume(resume)
@@ -123,8 +125,6 @@ def recon(
                                   precision=precision, compile_backend="inductor" if compile_field else None)
         resume_state = (tensors, rinfo)
     else:
-        if bin_factor < 1:
-            raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
         cfg = _build_config(opts)
         if bin_factor > 1:  # pixel lengths of the input → voxels of the binned images
             cfg = dataclasses.replace(cfg, thickness_px=None if cfg.thickness_px is None else cfg.thickness_px / bin_factor,
@@ -137,8 +137,7 @@ def recon(
     with _joined_ranks(device, verbose, debug) as (dist, dev):
         # prepared on the CPU whatever the training device: the .xf resampling then gives the same bits
         # everywhere, so the data fingerprint of a checkpoint lets it be resumed on another device
-        image, preparation = _prepared_image(tiltseries, angles, prep, contrast, "cpu",
-                                             int(opts.get("bin_factor") or 1))
+        image, preparation = _prepared_image(tiltseries, angles, prep, contrast, "cpu", bin_factor)
         cfg = _with_sidecar_physics(cfg, image.meta, contrast, kappa)
         nm = _load_noise(noise_model, cfg.method) if noise_model is not None else None
         ref = read_volume(reference).data if reference is not None else None
