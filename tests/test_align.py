@@ -289,3 +289,30 @@ def test_chunked_scores_and_line_integrals_equal_the_whole_stack_computation(rng
     xf = xf_from_alignment(3.0, rng.normal(0.0, 2.0, (10, 2)))
     assert holdout_score(t, angles, transform=lambda x, _: raw_to_aligned(x, 3.0)) == holdout_score(raw_to_aligned(t, 3.0), angles)
     assert holdout_score(t, angles, transform=lambda x, sl: apply_xf(x, xf[sl])) == holdout_score(apply_xf(t, xf), angles)
+
+
+def test_span_weights_follow_the_pairs_that_agree() -> None:
+    # thick-slab parallax: 1st-neighbour pairs accurate (σ 0.05 px), 2nd/3rd-neighbour pairs much noisier;
+    # over 10 random series the span weights bring the solution toward the accurate chain (measured on 30:
+    # mean RMS 0.58 px unweighted, 0.30 px weighted; 0.085 px with the true weights)
+    from stemtomo.align.shifts import _pair_row, _robust_solve, _span_weighted_solve, tilt_pairs
+
+    angles = np.arange(-42.0, 43.0, 6.0)
+    n, ref = angles.size, int(np.argmin(np.abs(angles)))
+    cos = np.cos(np.deg2rad(angles))
+    plain, weighted = [], []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        truth = rng.normal(0.0, 5.0, (n, 2))
+        truth -= truth[ref]
+        rows_u, rows_v, rhs, span = [], [], [], []
+        for i, j in zip(*tilt_pairs(angles, 3), strict=True):
+            k = abs(int(i) - int(j))
+            ru, rv = _pair_row(n, int(i), int(j), cos[i] / cos[j]), _pair_row(n, int(i), int(j), 1.0)
+            err = rng.normal(0.0, 0.05 if k == 1 else 0.4 * k, 2)
+            rows_u.append(ru), rows_v.append(rv), span.append(k)
+            rhs.append((ru @ truth[:, 0] + err[0], rv @ truth[:, 1] + err[1]))
+        args = (np.asarray(rows_u), np.asarray(rows_v), np.asarray(rhs))
+        plain.append(np.sqrt(((_robust_solve(*args, ref) - truth) ** 2).mean()))
+        weighted.append(np.sqrt(((_span_weighted_solve(*args, np.asarray(span), ref) - truth) ** 2).mean()))
+    assert np.mean(weighted) < 0.65 * np.mean(plain), (np.mean(weighted), np.mean(plain))

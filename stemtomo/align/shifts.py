@@ -49,7 +49,8 @@ def neighbour_shifts(
     cumulative chain, whose errors add up like a random walk toward high tilts; the extra pairs tie distant
     tilts together (cell phantoms, 41 tilts ±60°, 96²/128², clean and Poisson dose 40: mean gauge-free RMS
     0.26 px → 0.22 px with 3 neighbours, on the default band-pass). Pairs whose correlation peaked on the
-    wrong feature are dropped and the rest refitted (:func:`_robust_solve`).
+    wrong feature are dropped and the rest refitted (:func:`_robust_solve`), and the pairs of each span
+    are weighted by how well they agree with the solution (:func:`_span_weighted_solve`).
     """
     if neighbours < 1:
         raise ParameterError(f"neighbours {neighbours}: must be ≥ 1")
@@ -57,8 +58,11 @@ def neighbour_shifts(
     n = len(angles_deg)
     ref = int(order[int(np.argmin(np.abs(angles_deg[order])))])
     cos = np.cos(np.deg2rad(angles_deg))
-    rows_u, rows_v, rhs = [], [], []
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    rows_u, rows_v, rhs, span = [], [], [], []
     for i, j in zip(*(p.tolist() for p in tilt_pairs(angles_deg, neighbours)), strict=True):
+        span.append(abs(int(rank[i] - rank[j])))
         if cos[i] > cos[j]:
             i, j = j, i  # j is the tilt nearer 0°: it is the one compressed
         factor = float(cos[i] / cos[j])
@@ -66,8 +70,27 @@ def neighbour_shifts(
         rows_u.append(_pair_row(n, i, j, factor))
         rows_v.append(_pair_row(n, i, j, 1.0))
         rhs.append((du, dv))
-    shifts = _robust_solve(np.asarray(rows_u), np.asarray(rows_v), np.asarray(rhs), ref)
+    shifts = _span_weighted_solve(np.asarray(rows_u), np.asarray(rows_v), np.asarray(rhs), np.asarray(span), ref)
     return shifts - shifts[ref], ref
+
+
+def _span_weighted_solve(rows_u: np.ndarray, rows_v: np.ndarray, rhs: np.ndarray, span: np.ndarray, ref: int, *,
+                         rounds: int = 2) -> np.ndarray:
+    """:func:`_robust_solve` with each pair weighted by the inverse of the median squared residual of the pairs
+    of its span (1st, 2nd, … neighbour), re-estimated ``rounds`` times: pairs farther apart see more parallax
+    of a thick specimen and disagree more, so they count less where they do and equally where they do not.
+    Measured (gauge-free RMS, true axis): 24 bench series 0.218 → 0.220 px; 14 ``simulate`` series and four
+    256² slabs half the width thick 0.503 → 0.450 px, worst 1.37 → 0.85 px (``simulate`` 64² seed 3 clean
+    1.37 → 0.53 px; with only 1st neighbours it was 0.32 px, but 0.605 px on average)."""
+    weights = np.ones(len(rhs))
+    for _ in range(rounds):
+        w = np.sqrt(weights)[:, None]
+        s = _robust_solve(rows_u * w, rows_v * w, rhs * w, ref)
+        res = np.hypot(rows_u @ s[:, 0] - rhs[:, 0], rows_v @ s[:, 1] - rhs[:, 1])
+        var = {k: max(float(np.median(res[span == k] ** 2)), 1e-4) for k in np.unique(span).tolist()}
+        weights = np.array([1.0 / var[k] for k in span.tolist()])
+    w = np.sqrt(weights)[:, None]
+    return _robust_solve(rows_u * w, rows_v * w, rhs * w, ref)
 
 
 def _robust_solve(rows_u: np.ndarray, rows_v: np.ndarray, rhs: np.ndarray, ref: int, *, rounds: int = 3,
