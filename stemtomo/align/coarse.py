@@ -80,7 +80,8 @@ class AlignConfig:
     mean (max, count < 0.5°) against the stretch refinement alone, cell phantoms with σ = 5 px shifts, clean
     and Poisson dose 40 (``benchmarks/bench_align_axis.py``): 24 series 96²/128² 1.08° (4.44°, 9) → 0.56°
     (1.51°, 12); 14 held-out series 0.73° (1.75°, 6) → 0.58° (1.14°, 7); 14 ``stemtomo simulate`` default
-    series (64²/128², slab N/2, 67 tilts ±50°) 3.57° (9.90°, 0) → 1.67° (3.96°, 2). With it the whole of
+    series (64²/128², slab N/2, 67 tilts ±50°) 3.57° (9.90°, 0) → 1.67° (3.96°, 2) (after the span weights of
+    :func:`~stemtomo.align.shifts.neighbour_shifts`: 3.85° (9.90°, 0) → 1.68° (4.21°, 2)). With it the whole of
     coarse_align took 2.7 s at 96² and 8.3 s at 192² (41 tilts), 8.6 s on a 128² simulate series (67
     tilts), one thread (2.4 s, 8.3 s and 5.8 s with the previous flow criterion)."""
     twin_correction: bool = False
@@ -88,8 +89,8 @@ class AlignConfig:
     series reprojected from a WBP of the data (:func:`~stemtomo.align.twin.corrected_flow_axis`), before it
     is combined with the stretch estimate. For thick specimens; off by default. Measured |error| mean (max,
     count < 0.5°), default → with the correction (``benchmarks/bench_align_axis.py --twin``): 14
-    ``stemtomo simulate`` default series (slab half the width) 1.67° (3.96°, 2) → 0.74° (2.46°, 8); 24 cell
-    slabs a third of the width 0.56° (1.51°, 12) → 0.71° (3.19°, 13); 14 held-out ones 0.58° (1.14°, 7) →
+    ``stemtomo simulate`` default series (slab half the width) 1.68° (4.21°, 2) → 0.73° (2.05°, 8); 24 cell
+    slabs a third of the width 0.56° (1.51°, 12) → 0.70° (3.18°, 13); 8 HAADF-like series 0.35° (1.07°, 6) → 0.18° (0.42°, 8); 14 held-out ones 0.58° (1.14°, 7) →
     0.63° (1.16°, 6); given the true slab (``thickness_px``, as ``stemtomo align`` takes it from a sidecar)
     bench 0.43° (1.35°, 15), held out 0.66° (1.24°, 5). Costs one WBP and two more flow searches (about 5 s instead of 3 s at 96², 9 s
     instead of 5 s for the simulate series, one thread each, two benchmarks at once)."""
