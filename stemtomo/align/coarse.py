@@ -102,8 +102,10 @@ class AlignConfig:
     chain's mean RMS shift error 0.38 px with size/8, 0.26 px with size/16)."""
     neighbours: int = 3
     """Each tilt is correlated with this many neighbours on each side; all pairs are solved jointly by
-    least squares (1: the cumulative chain of IMOD ``tiltxcorr``). Same 12 cases: mean 0.26 → 0.22 px
-    (one 128² case worsens, 0.30 → 0.36)."""
+    least squares, the pairs of each span weighted by their agreement (1: the cumulative chain of IMOD
+    ``tiltxcorr``). Same 12 cases: mean 0.26 → 0.22 px (one 128² case worsens, 0.30 → 0.36). On slabs half
+    the width thick at 256² (2° steps) 1 was better on clean data (0.35 against 0.51–0.84 px) and worse at
+    low dose; see ``benchmarks/README.md``."""
     max_shift_fraction: float = 0.3
     """Largest shift searched, as a fraction of the image size."""
     refine_iterations: int = 0
