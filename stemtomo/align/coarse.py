@@ -104,7 +104,7 @@ class AlignConfig:
     """Each tilt is correlated with this many neighbours on each side; all pairs are solved jointly by
     least squares, the pairs of each span weighted by their agreement (1: the cumulative chain of IMOD
     ``tiltxcorr``). Same 12 cases: mean 0.26 → 0.22 px (one 128² case worsens, 0.30 → 0.36). On slabs half
-    the width thick at 256² (2° steps) 1 was better on clean data (0.35 against 0.51–0.84 px) and worse at
+    the width thick at 256² (2° steps) 1 was better on clean data (0.35 and 0.66 against 0.51 and 0.84 px) and worse at
     low dose; see ``benchmarks/README.md``."""
     max_shift_fraction: float = 0.3
     """Largest shift searched, as a fraction of the image size."""
