@@ -122,10 +122,11 @@ def main() -> None:
     rows = []
     local_head = (f" {'local':>8}" if args.prior_offset is not None else "") + (f" {'twin':>8}" if args.twin else "")
     print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'stretch':>8} {'default':>8}{local_head} {'shift RMS':>9} {'time':>6}")
+    haadf = args.cases == "haadf"
     for size, thickness, alpha, seed in cases:
-        for dose in (0, HAADF_DOSE if args.cases == "haadf" else 40):
+        for dose in (0, HAADF_DOSE if haadf else 40):
             if args.cases in ("simulate", "haadf") and not args.size:
-                raw, shifts, angles = simulated_series(size, alpha, seed, dose, haadf=args.cases == "haadf")
+                raw, shifts, angles = simulated_series(size, alpha, seed, dose, haadf=haadf)
             else:
                 (raw, shifts), angles = misaligned_series(size, thickness, alpha, seed, dose), ANGLES
             stretch = coarse_align(raw, angles, AlignConfig(flow_axis=False)).tilt_axis_angle_deg

@@ -135,10 +135,10 @@ def _thickness(aligned: np.ndarray, tilts: np.ndarray, meta: Any, contrast: str,
     """Estimate the slab from a full-depth WBP of the aligned stack (binned to ≤ 256 px) into ``meta``:
     ``thickness_px`` = the centred slab enclosing the estimate (input pixels), details under ``extra``."""
     from stemtomo.core.imaging import DEFAULT_KAPPA
-    from stemtomo.preprocess.pipeline import estimate_slab, thickness_record
+    from stemtomo.preprocess.pipeline import estimate_binning, estimate_slab, thickness_record
     from stemtomo.recon.wbp import line_integrals_from_stack
 
-    factor = max(1, int(np.ceil(max(aligned.shape[-2:]) / 256)))
+    factor = estimate_binning(aligned.shape)
     lines, _ = line_integrals_from_stack(
         aligned, contrast=contrast, kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA,
         normalization=meta.normalization, tilt_axis_angle_deg=0.0, bin_factor=factor, device=dev,

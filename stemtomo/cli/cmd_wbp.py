@@ -213,13 +213,16 @@ def _estimate(lines: Any, tilts: Any, config: Any) -> tuple[Any, dict[str, Any]]
     """Slab from a full-depth WBP of ``lines`` (binned voxels) → (config with that slab, sidecar record)."""
     import dataclasses
     import logging
-    import math
 
-    from stemtomo.preprocess.pipeline import enclosing_thickness, estimate_slab, thickness_record
+    from stemtomo.preprocess.pipeline import (
+        enclosing_thickness,
+        estimate_binning,
+        estimate_slab,
+        thickness_record,
+    )
     from stemtomo.recon.wbp import bin_images
 
-    # a full-depth WBP is nx³: binned to ≤ 256 px (as align --estimate-thickness), lengths scaled back
-    extra = max(1, math.ceil(max(lines.shape[-2:]) / 256))
+    extra = estimate_binning(lines.shape)  # a full-depth WBP is nx³: binned as align's, lengths scaled back
     with progress("thickness estimate (full-depth WBP)", total=None):
         est = estimate_slab(bin_images(lines, extra) / extra, tilts, filter=config.filter)
     depth = config.nz if config.nz is not None else int(lines.shape[-1])

@@ -180,6 +180,16 @@ def _apply_xf(stack: np.ndarray, xf: Path, device: torch.device | str) -> np.nda
     return apply_xf(t, transforms).cpu().numpy()
 
 
+ESTIMATE_MAX_PX = 256
+"""The full-depth WBP of a slab estimate is ``n_u³``: images are binned to at most this many pixels for it."""
+
+
+def estimate_binning(shape: Sequence[int]) -> int:
+    """Binning factor that brings images of ``shape`` (``(..., ny, nx)``) to ≤ :data:`ESTIMATE_MAX_PX` for
+    :func:`estimate_slab`."""
+    return max(1, math.ceil(max(shape[-2:]) / ESTIMATE_MAX_PX))
+
+
 def estimate_slab(
     line_integrals: torch.Tensor,
     tilt_angles_deg: Sequence[float] | np.ndarray,
@@ -239,9 +249,11 @@ def thickness_record(est: ThicknessEstimate, scale: float) -> dict[str, Any]:
 
 
 __all__ = [
+    "ESTIMATE_MAX_PX",
     "NORMALIZE_CHOICES",
     "PrepareOptions",
     "enclosing_thickness",
+    "estimate_binning",
     "estimate_slab",
     "file_sha256",
     "prepare_tilt_series",
