@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def library_logging():
+    """Every test starts with the ``stemtomo`` logger as a library leaves it (no handlers, propagating, level
+    unset), whatever a CLI test before it set up; ``caplog`` then sees its records in any test order."""
+    logger = logging.getLogger("stemtomo")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+    yield
 
 
 @pytest.fixture

@@ -24,9 +24,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture
-def warnings_log(caplog, monkeypatch):
-    """caplog that sees stemtomo's warnings even after a CLI test set the logger quiet and non-propagating."""
-    monkeypatch.setattr(logging.getLogger("stemtomo"), "propagate", True)
+def warnings_log(caplog):
+    """caplog at WARNING for the stemtomo logger."""
     caplog.set_level(logging.WARNING, logger="stemtomo")
     return caplog
 
