@@ -10,7 +10,7 @@
 #
 # Settings (environment variables):
 #   OUT=real_data_out   output folder (refused if it already holds outputs; OVERWRITE=1 replaces them)
-#   CONTRAST=           bf or df (HAADF); default: the sidecar's, else bf
+#   CONTRAST=           bf or df (HAADF); default: the sidecar's, else guessed from the images (intensity vs tilt)
 #   NORMALIZE=none      per-tilt intensity normalization: none, bf-vacuum (vacuum in every image), bf-slab,
 #                       df-cos (extended slab), df-total (object in view). Simulated cubes need none.
 #   TILT_AXIS=          known in-plane tilt-axis angle (degrees CCW from +y, IMOD RotationAngle); default: searched

@@ -53,7 +53,7 @@ def align(
     refine_axis: Annotated[bool | None, typer.Option("--refine-axis/--no-refine-axis", help="Refine the searched tilt-axis angle by the stretched-correlation criterion. Default: AlignConfig.refine_axis (on).")] = None,
     flow_axis: Annotated[bool | None, typer.Option("--flow-axis/--no-flow-axis", help="Combine the searched tilt-axis angle with the angle at which local displacements between neighbouring tilts run perpendicular to the axis (their mean when within 3°, else the latter). Default: AlignConfig.flow_axis (on).")] = None,
     twin_correction: Annotated[bool | None, typer.Option("--twin-correction/--no-twin-correction", help="Correct the displacement-direction angle for the bias of overlapping features, measured on a series reprojected from a WBP of the data (helps on thick specimens; one WBP more). Default: AlignConfig.twin_correction (off).")] = None,
-    contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else bf.")] = None,
+    contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens), else bf.")] = None,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
     normalize_tilts: NormalizeTiltsOpt = NormalizeTilts.none,
@@ -117,13 +117,14 @@ def align(
 def _apply(tilt_series: Path, output: Path, xf: Path, angles: Path | None, opts: dict, device: str,
            overwrite: bool, prep: Any, contrast: str | None, estimate: bool) -> None:
     from stemtomo.io import make_provenance, read_stack, write_image
+    from stemtomo.preprocess.contrast import resolve_contrast
     from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles)
-    contrast = contrast or image.meta.contrast or "bf"
+    contrast = resolve_contrast(contrast, image.meta.contrast, image.data, image.tilt_angles_deg, tilt_series, prep.normalize_tilts)
     aligned, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
-    meta = apply_records(image.meta, records)
+    meta = apply_records(image.meta, records).copy(contrast=contrast)
     if estimate:
         _thickness(aligned, image.tilt_angles_deg, meta, contrast, dev)
     write_image(output, aligned, meta, overwrite=overwrite,
@@ -160,15 +161,16 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.errors import InputError
     from stemtomo.io import AtomicOutputs, make_provenance, read_stack, write_image
+    from stemtomo.preprocess.contrast import resolve_contrast
     from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles, require_angles=True)
     if image.data.shape[0] < 2:
         raise InputError(f"{tilt_series}: a single image cannot be aligned; a tilt series needs ≥ 2 images")
-    contrast = contrast or image.meta.contrast or "bf"
+    contrast = resolve_contrast(contrast, image.meta.contrast, image.data, image.tilt_angles_deg, tilt_series, prep.normalize_tilts)
     stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
-    meta = apply_records(image.meta, records)
+    meta = apply_records(image.meta, records).copy(contrast=contrast)
     if search_range is not None and tilt_axis_angle is None:
         tilt_axis_angle = meta.tilt_axis_angle_deg or 0.0  # the sidecar's/.mdoc's axis is the starting point
     # the sidecar's slab (simulate's, or an earlier --estimate-thickness) sizes the WBP of --refine and

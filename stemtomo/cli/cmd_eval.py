@@ -186,10 +186,12 @@ def _holdout(path: Path, dev: Any, notes: list[str]) -> dict[str, Any]:
     from stemtomo.core.geometry import raw_to_aligned
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.io import read_stack
+    from stemtomo.preprocess.contrast import resolve_contrast
 
     image = read_stack(path, require_angles=True)
     meta = image.meta
-    lines = line_integral_stack(image.data, meta.contrast or "bf", meta.kappa or DEFAULT_KAPPA, meta.normalization)
+    contrast = resolve_contrast(None, meta.contrast, image.data, image.tilt_angles_deg, path)
+    lines = line_integral_stack(image.data, contrast, meta.kappa or DEFAULT_KAPPA, meta.normalization)
     aligned = raw_to_aligned(torch.as_tensor(lines, device=dev), meta.tilt_axis_angle_deg)
     notes.append("holdout: odd tilts (in angle order) predicted from a WBP of the even tilts; normalized RMS")
     return {"holdout_error": holdout_score(aligned, image.tilt_angles_deg), "holdout_series": str(path)}

@@ -73,7 +73,7 @@ def recon(
     defocus_rays: Annotated[int, typer.Option("--defocus-rays", help="Jittered sub-rays per pixel with --defocus-max-px.")] = _D["defocus_rays"],
     thickness_px: Annotated[float | None, typer.Option("--thickness-px", help="Slab thickness in pixels [default: sidecar, else image width].")] = None,
     bin_factor: Annotated[int, typer.Option("--bin", help="Average-bin the images by this factor in x and y before training (after --xf); the model's voxels are that much larger, and --thickness-px, --defocus-max-px and the sidecar's thickness are read in input pixels.")] = 1,
-    contrast: Annotated[str | None, typer.Option("--contrast", help="bf | df [default: sidecar, else bf].")] = None,
+    contrast: Annotated[str | None, typer.Option("--contrast", help="bf | df [default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens), else bf].")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation constant κ [default: sidecar, else 7].")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Hold out every k-th tilt for validation (0 = off).")] = _D["val_every_kth_tilt"],
     val_interval: Annotated[int, typer.Option("--val-interval", help="Validate every N steps.")] = _D["val_interval"],
@@ -116,6 +116,8 @@ def recon(
 
     if bin_factor < 1:
         raise ParameterError(f"--bin {bin_factor}: the binning factor must be ≥ 1")
+    if contrast is not None and contrast not in ("bf", "df"):
+        raise ParameterError(f"--contrast {contrast!r}: use bf or df")
     resume_state = None
     if resume is not None:
         saved, tensors, rinfo = R.load_resume(resume)
@@ -202,15 +204,16 @@ def _prepared_image(
     from stemtomo.cli._prepare import apply_records
     from stemtomo.errors import InputError
     from stemtomo.io import Image, read_stack
+    from stemtomo.preprocess.contrast import resolve_contrast
     from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     image = read_stack(path, angles=angles, require_angles=True)
     if image.tilt_angles_deg.size < 2:
         raise InputError(f"{path}: {image.tilt_angles_deg.size} projection; a reconstruction needs a tilt series "
                          "of ≥ 2 images")
-    stack, records = prepare_tilt_series(image, prep, contrast=contrast or image.meta.contrast or "bf",
-                                         device=device)
-    meta = apply_records(image.meta, records)
+    contrast = resolve_contrast(contrast, image.meta.contrast, image.data, image.tilt_angles_deg, path, prep.normalize_tilts)
+    stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=device)
+    meta = apply_records(image.meta, records).copy(contrast=contrast)
     if bin_factor > 1:
         import numpy as np
         import torch

@@ -125,6 +125,15 @@ def _describe_array(p: Path) -> dict[str, Any]:
         sources=sources,
         extra=meta.extra,
     )
+    if kind == "tilt_series" and meta.contrast is None and meta.tilt_angles_deg is not None \
+            and len(meta.tilt_angles_deg) == raw.shape[0] and raw.ndim == 3:
+        from stemtomo.preprocess.contrast import guess_contrast
+
+        guess = guess_contrast(raw, np.asarray(meta.tilt_angles_deg))  # what the commands would use
+        out["contrast"] = guess.contrast or "bf"
+        sources["contrast"] = (f"the images: intensity {'rises' if guess.contrast == 'df' else 'falls'} with tilt, "
+                               f"r = {guess.trend:+.2f}" if guess.contrast
+                               else "the default; not clear from the images, --contrast df for HAADF")
     if header is not None:
         if header.mode == 0 and header.unsigned_bytes:
             out["dtype"] = "uint8"

@@ -1,6 +1,7 @@
 """Pre-processing of real tilt series and reconstructions (issue #9): hot/dead pixel replacement
 (:mod:`~stemtomo.preprocess.defects`), per-tilt intensity normalization (:mod:`~stemtomo.preprocess.intensity`)
-and specimen thickness estimation (:mod:`~stemtomo.preprocess.thickness`).
+specimen thickness estimation (:mod:`~stemtomo.preprocess.thickness`) and, for a raw stack without a
+sidecar, a guess of its contrast (:mod:`~stemtomo.preprocess.contrast`).
 
 Each function works on arrays and returns its result together with a small record for the output sidecar
 (``as_dict()``: plain Python, YAML-safe). Typical order on a raw series: :func:`remove_defects` (detector
@@ -11,6 +12,7 @@ WBP → :func:`estimate_thickness` on the WBP. :func:`prepare_tilt_series`
 
 from __future__ import annotations
 
+from stemtomo.preprocess.contrast import ContrastGuess, guess_contrast, resolve_contrast
 from stemtomo.preprocess.defects import DefectConfig, DefectReport, local_noise_sigma, remove_defects
 from stemtomo.preprocess.intensity import (
     BF_MODELS,
@@ -41,6 +43,9 @@ from stemtomo.preprocess.thickness import (
 
 __all__ = [
     "BF_MODELS",
+    "ContrastGuess",
+    "guess_contrast",
+    "resolve_contrast",
     "NORMALIZE_CHOICES",
     "PrepareOptions",
     "enclosing_thickness",

@@ -1,0 +1,96 @@
+"""Which contrast a tilt series has when nothing records it: bright field or dark field (HAADF/ADF).
+
+A raw stack straight from the microscope has no sidecar, and the two contrasts need opposite linearizations
+(BF ``−log I``, DF ``−log(1 − I)``): aligning or reconstructing a HAADF series as bright field silently
+degrades everything after it (measured on a 512² HAADF-like series: shifts 0.21 → 1.43 px RMS). The tilt
+series itself tells the two apart through the path length of a slab specimen, which grows as 1/cos θ: more
+material darkens a bright-field image and brightens a dark-field one. The guess is the sign of the
+correlation of each image's intensity level (a robust mean) with 1/cos θ, trusted when it is strong
+(:data:`MIN_TREND`). On ``stemtomo simulate`` series of all three phantoms and both contrasts it was right in
+all 48 at 64²/128² (default tilts, slab N/2 and 16 px, clean and dose 20; |r| ≥ 0.83) and all 36 at 48²
+(±60° in 3° steps, clean, dose 20 and 50; |r| ≥ 0.63). Specimens whose projected mass does not grow with
+tilt (isolated particles without a support film) or an auto-contrast detector give no trend: then bright
+field is assumed, with a warning naming ``--contrast``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MIN_TREND = 0.5
+"""|correlation| of the intensity level with 1/cos θ below which the contrast is not guessed."""
+MIN_PATH_SPREAD = 0.05
+"""Smallest spread of 1/cos θ over the series (≈ ±18°) that can show a trend."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastGuess:
+    """``contrast`` (``bf``/``df``, None: not clear) and the ``trend`` it was read from (NaN: not measurable)."""
+
+    contrast: str | None
+    trend: float
+
+
+def guess_contrast(stack: np.ndarray, tilt_angles_deg: np.ndarray) -> ContrastGuess:
+    """Guess the contrast of a raw ``(n, ny, nx)`` tilt series from how its intensity follows the path length.
+
+    Each image's level is the median of the block means (blocks of ≥ 3×3 pixels, at most 128² of them) of its
+    central half, correlated with 1/cos θ. A detector offset or gain does not change the sign; the median
+    ignores hot pixels and particles entering the view (a mean followed them: r 0.35 on nanoparticle series),
+    and the block means remove the quantization of a median of low-dose counts (Poisson counts at 20 per
+    pixel move in steps of 5 %): at 48², dose 20, the smallest |r| over 36 series rose from 0.41 to 0.63."""
+    th = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64))
+    n = np.shape(stack)[0]
+    path = 1.0 / np.cos(th)
+    if n < 5 or np.ptp(path) < MIN_PATH_SPREAD:
+        return ContrastGuess(None, float("nan"))
+    levels = np.array([_level(np.asarray(stack[i])) for i in range(n)])
+    if not np.all(np.isfinite(levels)) or np.ptp(levels) == 0:
+        return ContrastGuess(None, float("nan"))
+    trend = float(np.corrcoef(path, levels)[0, 1])
+    if abs(trend) < MIN_TREND:
+        return ContrastGuess(None, trend)
+    return ContrastGuess("df" if trend > 0 else "bf", trend)
+
+
+def _level(image: np.ndarray) -> float:
+    """Median of the block means of the central half of one image."""
+    ny, nx = image.shape
+    centre = np.asarray(image[ny // 4 : ny - ny // 4, nx // 4 : nx - nx // 4], dtype=np.float64)
+    b = max(3, -(-max(centre.shape) // 128))
+    h, w = max(1, centre.shape[0] // b), max(1, centre.shape[1] // b)
+    if centre.shape[0] < b or centre.shape[1] < b:
+        return float(np.median(centre))
+    blocks = centre[: h * b, : w * b].reshape(h, b, w, b).mean(axis=(1, 3))
+    return float(np.median(blocks))
+
+
+def resolve_contrast(option: str | None, recorded: str | None, stack: np.ndarray, tilt_angles_deg: np.ndarray,
+                     source: object, normalize_tilts: str | None = None) -> str:
+    """The contrast a command uses: ``--contrast``, else the sidecar's, else the kind of ``--normalize-tilts``
+    (``bf-…``/``df-…``), else :func:`guess_contrast` (one info line naming ``source`` and ``--contrast``), else
+    bright field with a warning saying how to choose."""
+    if option:
+        return option
+    if recorded:
+        return recorded
+    if normalize_tilts and normalize_tilts != "none":
+        return normalize_tilts.split("-", 1)[0]
+    guess = guess_contrast(stack, tilt_angles_deg)
+    if guess.contrast is not None:
+        log.info("%s: no contrast recorded; the images look %s (intensity %s with tilt, r = %+.2f): using %s, "
+                 "--contrast %s overrides", source, "dark-field" if guess.contrast == "df" else "bright-field",
+                 "rises" if guess.contrast == "df" else "falls", guess.trend, guess.contrast,
+                 "bf" if guess.contrast == "df" else "df")
+        return guess.contrast
+    log.warning("%s: no contrast recorded and none clear from the images; assuming bright field "
+                "(--contrast df for HAADF/ADF)", source)
+    return "bf"
+
+
+__all__ = ["MIN_PATH_SPREAD", "MIN_TREND", "ContrastGuess", "guess_contrast", "resolve_contrast"]

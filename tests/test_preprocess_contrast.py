@@ -1,0 +1,104 @@
+"""Contrast of a raw stack without a sidecar: guessed from how the intensity follows the path length 1/cos θ,
+used by align/wbp/recon/eval and recorded in the aligned stack's sidecar."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+import yaml
+
+from stemtomo.preprocess.contrast import guess_contrast, resolve_contrast
+from stemtomo.simulate.config import NoiseConfig, SimulationConfig
+from stemtomo.simulate.simulate import simulate
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _series(phantom: str, contrast: str, dose: float | None = 20.0, **kw):
+    cfg = SimulationConfig(phantom=phantom, size=48, contrast=contrast, tilts="-60:60:3", seed=2,
+                           noise=NoiseConfig(dose=dose) if dose else NoiseConfig(), **kw)
+    result = simulate(cfg)
+    return (result.noisy if dose else result.clean), result.tilt_angles_deg
+
+
+@pytest.mark.parametrize("phantom", ["cell", "nanoparticles"])
+@pytest.mark.parametrize("contrast", ["bf", "df"])
+def test_the_tilt_trend_tells_bright_from_dark_field(phantom: str, contrast: str) -> None:
+    stack, angles = _series(phantom, contrast)
+    guess = guess_contrast(stack, angles)
+    assert guess.contrast == contrast, guess
+    assert abs(guess.trend) > 0.5
+    # a detector offset and gain (raw counts) do not change it
+    raw = guess_contrast(1000.0 + 250.0 * stack, angles)
+    assert raw.contrast == contrast and raw.trend == pytest.approx(guess.trend, abs=1e-6)
+
+
+def test_no_trend_or_too_few_tilts_is_no_guess(rng: np.random.Generator) -> None:
+    angles = np.arange(-60.0, 61.0, 3.0)
+    flat = rng.random((angles.size, 32, 32))
+    guess = guess_contrast(flat, angles)
+    assert guess.contrast is None and abs(guess.trend) < 0.5
+    stack, angles = _series("cell", "df")
+    assert guess_contrast(stack[:4], angles[:4]).contrast is None  # fewer than 5 images
+    middle = np.abs(angles) <= 12  # 1/cos θ spreads by 0.02 only
+    assert guess_contrast(stack[middle], angles[middle]).contrast is None
+    assert guess_contrast(np.ones((9, 8, 8)), np.linspace(-60, 60, 9)).contrast is None  # constant
+
+
+def test_what_is_stated_wins_over_the_guess(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="stemtomo")
+    stack, angles = _series("cell", "df")
+    assert resolve_contrast("bf", "df", stack, angles, "x.mrc") == "bf"  # the option
+    assert resolve_contrast(None, "bf", stack, angles, "x.mrc") == "bf"  # the sidecar
+    assert resolve_contrast(None, None, stack, angles, "x.mrc", "bf-vacuum") == "bf"  # --normalize-tilts' kind
+    assert not caplog.text
+    assert resolve_contrast(None, None, stack, angles, "x.mrc", "none") == "df"
+    assert "x.mrc: no contrast recorded; the images look dark-field" in caplog.text
+    caplog.clear()
+    flat = np.random.default_rng(0).random((angles.size, 16, 16))
+    assert resolve_contrast(None, None, flat, angles, "y.mrc") == "bf"
+    assert "y.mrc: no contrast recorded and none clear" in caplog.text and "--contrast df" in caplog.text
+
+
+def _raw_copy(path: Path, stack: np.ndarray, angles: np.ndarray) -> None:
+    """What a microscope writes: the images and a .rawtlt beside them, no sidecar."""
+    mrcfile.new(path, np.asarray(stack, dtype=np.float32), overwrite=True).close()
+    path.with_suffix(".rawtlt").write_text("\n".join(f"{a:.2f}" for a in angles) + "\n")
+
+
+def test_a_dark_field_stack_without_sidecar_is_aligned_and_reconstructed_as_dark_field(workdir: Path, cli) -> None:
+    res = cli("simulate", "-o", "sim", "--phantom", "nanoparticles", "--size", "48", "--contrast", "df",
+              "--tilts", "-60:60:3", "--tilt-axis-angle", "90", "--shift-sigma-px", "2", "--dose", "50",
+              "--seed", "1", "-q")
+    assert res.exit_code == 0, res.output
+    with mrcfile.open("sim/noisy.mrc") as f:
+        stack = f.data.copy()
+    angles = np.array(yaml.safe_load(Path("sim/noisy.mrc.yaml").read_text())["tilt_angles_deg"])
+    _raw_copy(Path("raw.mrc"), stack, angles)
+    res = cli("info", "--json", "raw.mrc")
+    summary = json.loads(res.stdout)
+    assert summary["contrast"] == "df" and summary["sources"]["contrast"].startswith("the images: intensity rises")
+    res = cli("align", "raw.mrc", "-o", "guessed.mrc", "--tilt-axis-angle", "90", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "look dark-field" in res.output
+    res = cli("align", "raw.mrc", "-o", "stated.mrc", "--tilt-axis-angle", "90", "--contrast", "df",
+              "--device", "cpu", "-q")
+    assert res.exit_code == 0, res.output
+    with mrcfile.open("guessed.mrc") as a, mrcfile.open("stated.mrc") as b:
+        np.testing.assert_array_equal(a.data, b.data)
+    assert yaml.safe_load(Path("guessed.mrc.yaml").read_text())["contrast"] == "df"  # downstream commands know
+    res = cli("align", "raw.mrc", "-o", "as_bf.mrc", "--tilt-axis-angle", "90", "--contrast", "bf",
+              "--device", "cpu", "-q")
+    with mrcfile.open("guessed.mrc") as a, mrcfile.open("as_bf.mrc") as b:
+        assert not np.array_equal(a.data, b.data)  # the contrast matters to the shifts: the test is real
+    # a dark-field normalization on a raw stack names the contrast (it used to be refused as "bf contrast")
+    res = cli("wbp", "raw.mrc", "-o", "w.mrc", "--normalize-tilts", "df-total", "--tilt-axis-angle", "90", "-q")
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(Path("w.mrc.yaml").read_text())["contrast"] == "df"
+    res = cli("eval", "--holdout", "raw.mrc", "-o", "h.yaml", "-q")
+    assert res.exit_code == 0, res.output
