@@ -95,12 +95,12 @@ def _misaligned_series(size: int, thickness: int, alpha: float, sigma: float, se
     return -torch.log(raw.clamp_min(1e-3)), shifts
 
 
-def _gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha: float) -> float:
+def _gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha: float, angles: np.ndarray = ANGLES) -> float:
     """RMS shift error after removing what no alignment can determine: a 3D translation of the specimen
     (u-shifts dx·cosθ + dz·sinθ, a common v-shift)."""
     rot = _rot(-alpha)
     d = (est_xy - true_xy) @ rot.T
-    th = np.deg2rad(ANGLES)
+    th = np.deg2rad(angles)
     basis = np.c_[np.cos(th), np.sin(th)]
     coef, *_ = np.linalg.lstsq(basis, d[:, 0], rcond=None)
     du = d[:, 0] - basis @ coef

@@ -41,6 +41,7 @@ from stemtomo.align.axis import (
     wrap_axis_angle,
 )
 from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
+from stemtomo.align.quality import usable_tilts
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
 from stemtomo.core.geometry import aligned_shape, check_angles, raw_to_aligned
 from stemtomo.errors import ParameterError
@@ -112,6 +113,10 @@ class AlignConfig:
     """Rounds of projection matching against a WBP after the cumulative shifts (0: off)."""
     max_size_px: int = 512
     """Images larger than this are binned for the alignment (shifts are scaled back)."""
+    drop_unusable: bool = True
+    """Leave tilts without usable signal (blank or dark, or uncorrelated with their neighbours:
+    :func:`~stemtomo.align.quality.usable_tilts`) out of the alignment, with a warning each; their shifts are
+    interpolated (and ``stemtomo align`` leaves them out of the aligned stack). False: align every tilt."""
     thickness_px: float | None = None
     """Specimen thickness (input pixels) for the WBP of the projection matching and of the twin correction;
     None: half the width. ``stemtomo align`` takes it from the input's sidecar when it has one."""
@@ -141,13 +146,16 @@ class Alignment:
     tilt_axis_angle_deg : the in-plane tilt-axis angle α used (searched or given).
     shifts_xy : ``(n, 2)`` specimen shift of each raw image in pixels (x, y), raw frame; 0 for the reference.
     axis_scores : ``(k, 2)`` searched angles and their profile scores (empty when α was given).
-    reference_index : index of the reference tilt (nearest 0°).
+    reference_index : index of the reference tilt (nearest usable one to 0°).
+    excluded : the tilts left out as carrying no usable signal (:func:`usable_tilts`), index → reason; their
+        shifts are interpolated from their neighbours'.
     """
 
     tilt_axis_angle_deg: float
     shifts_xy: np.ndarray
     axis_scores: np.ndarray
     reference_index: int
+    excluded: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 def coarse_align(
@@ -189,6 +197,31 @@ def coarse_align(
     high = config.highpass_sigma_px or max(imgs.shape[-2:]) / 16
     weight = _edge_weight(valid, 2 * config.lowpass_sigma_px + 1)
     filtered = _bandpass(imgs, config.lowpass_sigma_px, high) * weight
+    angles = np.asarray(angles, dtype=np.float64)
+    usable, reasons = np.ones(len(angles), dtype=bool), dict[int, str]()
+    if config.drop_unusable:
+        usable, reasons = usable_tilts(filtered, angles, [max(1, int(config.max_shift_fraction * d))
+                                                          for d in imgs.shape[-2:]])
+        if usable.sum() < 2:
+            raise ParameterError(f"only {int(usable.sum())} of {len(angles)} tilts carry usable signal "
+                                 f"({'; '.join(f'{angles[i]:g}°: {r}' for i, r in list(reasons.items())[:3])}); "
+                                 "nothing to align")
+        for i, why in reasons.items():
+            log.warning("tilt %d (%.2f°) left out of the alignment: %s", i, angles[i], why)
+    if not usable.all():
+        keep = torch.as_tensor(np.flatnonzero(usable), device=imgs.device)
+        sub = _align_prepared(imgs[keep], valid[keep], weight[keep], filtered[keep], angles[usable], config, factor,
+                              high, progress)
+        return Alignment(sub.tilt_axis_angle_deg, _interpolate_shifts(sub.shifts_xy, angles, usable), sub.axis_scores,
+                         int(np.flatnonzero(usable)[sub.reference_index]), reasons)
+    return _align_prepared(imgs, valid, weight, filtered, angles, config, factor, high, progress)
+
+
+def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor, filtered: torch.Tensor,
+                    angles: np.ndarray, config: AlignConfig, factor: int, high: float,
+                    progress: Callable[[str], None] | None) -> Alignment:
+    """:func:`coarse_align` on binned, fill-neutralized images, their valid masks, edge weights and band-passed
+    versions (``high``: the high-pass σ used)."""
     ref = int(np.argmin(np.abs(angles)))
     max_shift = [max(1, int(config.max_shift_fraction * d)) for d in imgs.shape[-2:]]
     slab_nz = None if config.thickness_px is None else max(4, round(config.thickness_px / factor))
@@ -264,6 +297,14 @@ def coarse_align(
         shifts_uv = shifts_uv - shifts_uv[ref]
     log.debug("tilt axis %.2f°, shifts up to %.1f px", alpha, float(np.abs(shifts_uv).max()) * factor)
     return Alignment(alpha, uv_to_raw(shifts_uv, alpha) * factor, scores, ref)
+
+
+def _interpolate_shifts(shifts_xy: np.ndarray, angles: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Shifts of all tilts from those of the usable ones: linear in the tilt angle between the nearest usable
+    neighbours, held constant beyond the ends."""
+    order = np.argsort(angles[usable])
+    a = angles[usable][order]
+    return np.stack([np.interp(angles, a, shifts_xy[order, k]) for k in range(2)], axis=1)
 
 
 def _combine(stretch_alpha: float, flow_alpha: float) -> float:

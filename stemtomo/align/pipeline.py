@@ -19,13 +19,15 @@ from stemtomo.recon.wbp import bin_images
 
 @dataclasses.dataclass
 class AlignResult:
-    """Aligned stack, the alignment, its ``.xf`` transforms and the held-out scores before/after."""
+    """Aligned stack, the alignment, its ``.xf`` transforms (one per input image) and the held-out scores
+    before/after; ``kept``: the input images in ``aligned`` (all but the tilts the alignment left out)."""
 
     aligned: np.ndarray
     alignment: Alignment
     xf: np.ndarray
     score_before: float
     score_after: float
+    kept: np.ndarray
 
 
 def line_integral_stack(
@@ -40,17 +42,21 @@ def line_integral_stack(
 
 
 def holdout_score(lines: torch.Tensor, angles: np.ndarray, max_px: int = 256, *,
-                  transform: Callable[[torch.Tensor, slice], torch.Tensor] | None = None, chunk: int = 8) -> float:
+                  transform: Callable[[torch.Tensor, np.ndarray], torch.Tensor] | None = None, chunk: int = 8,
+                  indices: np.ndarray | None = None) -> float:
     """Held-out reprojection error of aligned line integrals, binned to at most ``max_px`` pixels for speed.
 
-    ``transform(images, indices)`` (e.g. the alignment's resampling of those images) is applied first, to
-    ``chunk`` images at a time that are binned at once, so a large stack is never resampled whole."""
+    ``transform(images, idx)`` (e.g. the alignment's resampling of the images ``idx``, an index array) is
+    applied first, to ``chunk`` images at a time that are binned at once, so a large stack is never resampled
+    whole. ``indices``: score only those images (e.g. without the tilts the alignment left out)."""
+    idx = np.arange(lines.shape[0]) if indices is None else np.asarray(indices, dtype=np.int64)
+    angles = np.asarray(angles)[idx]
     if transform is None:
         factor = max(1, int(np.ceil(max(lines.shape[-2:]) / max_px)))
-        return holdout_reprojection_error(bin_images(lines, factor), angles)
+        return holdout_reprojection_error(bin_images(lines if indices is None else lines[idx], factor), angles)
     binned = []
-    for i in range(0, lines.shape[0], chunk):
-        part = transform(lines[i : i + chunk], slice(i, i + chunk))
+    for i in range(0, idx.size, chunk):
+        part = transform(lines[idx[i : i + chunk]], idx[i : i + chunk])
         binned.append(bin_images(part, max(1, int(np.ceil(max(part.shape[-2:]) / max_px)))))
     return holdout_reprojection_error(torch.cat(binned), angles)
 
@@ -72,24 +78,27 @@ def align_tilt_series(
     Alignment runs on line integrals (linear in the density). The output keeps the input's intensities,
     resampled like IMOD ``newstack -xform`` into the aligned frame (tilt axis along +y). ``score_before`` is
     the held-out reprojection error of the input taken as aligned with ``prior_axis_deg`` and no shifts,
-    ``score_after`` that of the result (:func:`~stemtomo.align.refine.holdout_reprojection_error`).
+    ``score_after`` that of the result (:func:`~stemtomo.align.refine.holdout_reprojection_error`), both over
+    the tilts the alignment used. Tilts it left out (``config.drop_unusable``) are not in ``aligned``.
     """
     lines = torch.as_tensor(line_integral_stack(stack, contrast, kappa, normalization), device=device)
-    if progress:
-        progress("score before")
-    before = holdout_score(lines, tilt_angles_deg, transform=lambda x, _: raw_to_aligned(x, prior_axis_deg))
     result = coarse_align(lines, tilt_angles_deg, config, device=device, progress=progress)
     xf = xf_from_alignment(result.tilt_axis_angle_deg, result.shifts_xy)
     out_shape = aligned_shape(stack.shape, result.tilt_axis_angle_deg)
+    kept = np.setdiff1d(np.arange(stack.shape[0]), list(result.excluded))
     if progress:
-        progress("score after")
-    after = holdout_score(lines, tilt_angles_deg, transform=lambda x, sl: apply_xf(x, xf[sl], out_shape))
+        progress("scores")
+    before = holdout_score(lines, tilt_angles_deg, transform=lambda x, _: raw_to_aligned(x, prior_axis_deg),
+                           indices=kept)
+    after = holdout_score(lines, tilt_angles_deg, transform=lambda x, idx: apply_xf(x, xf[idx], out_shape),
+                          indices=kept)
     del lines  # peak memory: the input, its line integrals or the output at full size, not all three
     if progress:
         progress("resample")
-    raw = torch.as_tensor(np.asarray(stack, dtype=np.float32), device=device)
-    aligned = apply_xf(raw, xf, out_shape)
-    return AlignResult(aligned.cpu().numpy(), result, xf, before, after)
+    raw = torch.as_tensor(np.asarray(stack[kept] if len(kept) < stack.shape[0] else stack, dtype=np.float32),
+                          device=device)
+    aligned = apply_xf(raw, xf[kept], out_shape)
+    return AlignResult(aligned.cpu().numpy(), result, xf, before, after, kept)
 
 
 __all__ = ["AlignResult", "align_tilt_series", "holdout_score", "line_integral_stack"]

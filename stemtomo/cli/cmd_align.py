@@ -53,6 +53,7 @@ def align(
     refine_axis: Annotated[bool | None, typer.Option("--refine-axis/--no-refine-axis", help="Refine the searched tilt-axis angle by the stretched-correlation criterion. Default: AlignConfig.refine_axis (on).")] = None,
     flow_axis: Annotated[bool | None, typer.Option("--flow-axis/--no-flow-axis", help="Combine the searched tilt-axis angle with the angle at which local displacements between neighbouring tilts run perpendicular to the axis (their mean when within 3°, else the latter). Default: AlignConfig.flow_axis (on).")] = None,
     twin_correction: Annotated[bool | None, typer.Option("--twin-correction/--no-twin-correction", help="Correct the displacement-direction angle for the bias of overlapping features, measured on a series reprojected from a WBP of the data (helps on thick specimens; one WBP more). Default: AlignConfig.twin_correction (off).")] = None,
+    drop_unusable: Annotated[bool, typer.Option("--drop-unusable/--keep-unusable", help="Leave tilts without usable signal (blank or dark, or uncorrelated with their neighbours, like AreTomo's dark-image removal) out of the alignment and of the aligned stack, with a warning each; the .xf keeps a line for every image (interpolated shifts). --keep-unusable aligns and writes every tilt.")] = True,
     contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens), else bf.")] = None,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
@@ -100,7 +101,7 @@ def align(
     opts = options_dict(angles=angles, tilt_axis_angle=tilt_axis_angle, axis_search_range=axis_search_range,
                         xf=xf, apply=apply, refine=refine,
                         neighbours=neighbours, refine_axis=refine_axis, flow_axis=flow_axis,
-                        twin_correction=twin_correction,
+                        twin_correction=twin_correction, drop_unusable=drop_unusable,
                         contrast=contrast.value if contrast else None, estimate_thickness=estimate_thickness,
                         **{k: v for k, v in prepare_option_values(prep).items() if k != "xf"}, device=device)
     if apply:
@@ -110,6 +111,7 @@ def align(
     else:
         tuning = {k: v for k, v in {"neighbours": neighbours, "refine_axis": refine_axis, "flow_axis": flow_axis,
                                     "twin_correction": twin_correction}.items() if v is not None}
+        tuning["drop_unusable"] = drop_unusable
         _align(tilt_series, output, angles, tilt_axis_angle, refine, contrast.value if contrast else None,
                opts, device, overwrite, prep, estimate_thickness, tuning, axis_search_range)
 
@@ -186,7 +188,8 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     )
     xf_path, png_path = output_paths(output)
     al = result.alignment
-    out_meta = meta.copy(tilt_axis_angle_deg=0.0)
+    kept_angles = image.tilt_angles_deg[result.kept]
+    out_meta = meta.copy(tilt_axis_angle_deg=0.0, tilt_angles_deg=kept_angles.tolist())
     out_meta.extra["alignment"] = {
         "tilt_axis_angle_deg": float(al.tilt_axis_angle_deg),
         "shifts_xy_px": np.round(al.shifts_xy, 3).tolist(),
@@ -195,18 +198,23 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
         "holdout_error_before": result.score_before,
         "holdout_error_after": result.score_after,
     }
+    if al.excluded:  # indices into the input stack (and the .xf lines); the aligned stack lacks these images
+        out_meta.extra["alignment"]["excluded_tilts"] = [
+            {"index": i, "tilt_angle_deg": float(image.tilt_angles_deg[i]), "reason": why} for i, why in al.excluded.items()]
     if estimate:
-        _thickness(result.aligned, image.tilt_angles_deg, out_meta, contrast, dev)
+        _thickness(result.aligned, kept_angles, out_meta, contrast, dev)
     provenance = make_provenance("align", opts, [tilt_series] + ([angles] if angles else []))
     write_image(output, result.aligned, out_meta, overwrite=overwrite, provenance=provenance)
     with AtomicOutputs() as out:
         out.temp(xf_path).write_text(format_xf(result.xf), encoding="utf-8")
-        _plot_shifts(out.temp(png_path), image.tilt_angles_deg, al.shifts_xy, al.tilt_axis_angle_deg)
+        _plot_shifts(out.temp(png_path), image.tilt_angles_deg, al.shifts_xy, al.tilt_axis_angle_deg, list(al.excluded))
+    left_out = f"; {len(al.excluded)} unusable tilt{'s' * (len(al.excluded) > 1)} left out" if al.excluded else ""
     info(f"tilt axis {al.tilt_axis_angle_deg:.2f}°, shifts up to {np.abs(al.shifts_xy).max():.1f} px; "
-         f"held-out reprojection error {result.score_before:.3f} → {result.score_after:.3f}; wrote {output}, {xf_path.name}")
+         f"held-out reprojection error {result.score_before:.3f} → {result.score_after:.3f}{left_out}; "
+         f"wrote {output}, {xf_path.name}")
 
 
-def _plot_shifts(path: Path, angles: np.ndarray, shifts: np.ndarray, axis_deg: float) -> None:
+def _plot_shifts(path: Path, angles: np.ndarray, shifts: np.ndarray, axis_deg: float, excluded: list[int]) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3.5), dpi=100)
@@ -214,6 +222,9 @@ def _plot_shifts(path: Path, angles: np.ndarray, shifts: np.ndarray, axis_deg: f
     order = np.argsort(angles)
     ax.plot(angles[order], shifts[order, 0], "o-", ms=3, label="x shift")
     ax.plot(angles[order], shifts[order, 1], "s-", ms=3, label="y shift")
+    if excluded:
+        ax.plot(angles[excluded], shifts[excluded, 0], "kx", ms=7, label="left out (interpolated)")
+        ax.plot(angles[excluded], shifts[excluded, 1], "kx", ms=7)
     ax.set_xlabel("tilt angle (°)")
     ax.set_ylabel("shift (px, raw frame)")
     ax.set_title(f"per-tilt shifts (tilt axis {axis_deg:.2f}°)")
