@@ -16,7 +16,8 @@ axes 7°/90°/−20°, plus 128² α = 30° seed 11: 14 series never used to cho
 --shift-sigma-px 5 --dose 40``: cell phantom with viruses, slab N/2, 67 tilts −50…49°, at 64² seeds 1–4
 and 128² seeds 1–3; its noisy series is the "dose 40" row), ``haadf`` (like real HAADF series with the tilt
 axis near x: ``stemtomo simulate --phantom nanoparticles --contrast df --tilts -60:60:2 --size 256`` with axes
-86° and −87.5°, seeds 1/2, σ = 5 px, clean and Poisson dose 200), or ``--size N`` (the bench axes with seeds
+86° and −87.5°, seeds 1/2, σ = 5 px, clean and Poisson dose 200), ``haadf512`` (the same at 512², the size
+``align`` bins 1k–4k images to), or ``--size N`` (the bench axes with seeds
 3/5/7/11 at N², slab N/3).
 
 ``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``); with
@@ -25,7 +26,7 @@ suffix ``_twin_slab``).
 ``--prior-offset D`` adds a column: ``align --tilt-axis-angle (α + D) --axis-search-range 5`` (a
 recorded axis D degrees off, refined locally); its CSV gets the suffix ``_prior``.
 
-Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate|haadf] [--size N] [--threads 1]
+Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate|haadf|haadf512] [--size N] [--threads 1]
 [--prior-offset D] [--twin [--true-slab]]`` (``--quick``: seed 3 only).
 """
 
@@ -55,6 +56,7 @@ CASES = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (3, 5
 HELDOUT = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (11, 13)] + [(128, 42, 30.0, 11)]
 SIMULATE = [(64, 32, 7.0, seed) for seed in (1, 2, 3, 4)] + [(128, 64, 7.0, seed) for seed in (1, 2, 3)]
 HAADF = [(256, 128, alpha, seed) for alpha in (86.0, -87.5) for seed in (1, 2)]
+HAADF512 = [(512, 256, alpha, seed) for alpha in (86.0, -87.5) for seed in (1, 2)]
 HAADF_DOSE = 200.0
 
 
@@ -107,7 +109,8 @@ def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float, an
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seed 3 only")
-    parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf"), default="bench")
+    parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf", "haadf512"),
+                        default="bench")
     parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prior-offset", type=float, default=None,
@@ -116,16 +119,16 @@ def main() -> None:
     parser.add_argument("--true-slab", action="store_true", help="give the twin run the true slab thickness")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF}
+    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512}
     cases = sized_cases(args.size) if args.size else sets[args.cases]
     cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
     local_head = (f" {'local':>8}" if args.prior_offset is not None else "") + (f" {'twin':>8}" if args.twin else "")
     print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'stretch':>8} {'default':>8}{local_head} {'shift RMS':>9} {'time':>6}")
-    haadf = args.cases == "haadf"
+    haadf = args.cases in ("haadf", "haadf512")
     for size, thickness, alpha, seed in cases:
         for dose in (0, HAADF_DOSE if haadf else 40):
-            if args.cases in ("simulate", "haadf") and not args.size:
+            if args.cases in ("simulate", "haadf", "haadf512") and not args.size:
                 raw, shifts, angles = simulated_series(size, alpha, seed, dose, haadf=haadf)
             else:
                 (raw, shifts), angles = misaligned_series(size, thickness, alpha, seed, dose), ANGLES

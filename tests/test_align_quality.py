@@ -14,7 +14,7 @@ from test_align import ANGLES, _gauge_free_rms, _misaligned_series
 from stemtomo.align import AlignConfig, coarse_align
 from stemtomo.align._filters import _bandpass, _edge_weight, fill_regions
 from stemtomo.align.quality import usable_tilts
-from stemtomo.errors import ParameterError
+from stemtomo.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,7 +69,7 @@ def test_a_blank_tilt_is_left_out_and_the_others_keep_their_shifts(series: tuple
     everything = coarse_align(bad, ANGLES, AlignConfig(tilt_axis_angle_deg=7.0, drop_unusable=False))
     assert (_gauge_free_rms(everything.shifts_xy[others], shifts[others], 7.0, ANGLES[others])
             > 3 * _gauge_free_rms(clean.shifts_xy[others], shifts[others], 7.0, ANGLES[others]))  # the test is real
-    with pytest.raises(ParameterError, match="only 1 of 41 tilts carry usable signal"):
+    with pytest.raises(InputError, match="only 1 of 41 tilts carry usable signal"):
         coarse_align(np.concatenate([lines[:1], np.zeros_like(lines[1:])]), ANGLES, given)
 
 
@@ -95,3 +95,11 @@ def test_align_cli_drops_an_unusable_tilt_from_the_aligned_stack(workdir: Path, 
     with mrcfile.open("all.mrc") as f:
         assert f.data.shape[0] == ANGLES.size
     assert "excluded_tilts" not in yaml.safe_load(Path("all.mrc.yaml").read_text())["alignment"]
+    intensity[1:] = 1.0  # one image with signal
+    mrcfile.new("blank.mrc", intensity).close()
+    Path("blank.rawtlt").write_text(Path("raw.rawtlt").read_text())
+    res = cli("align", "blank.mrc", "-o", "b.mrc", "--contrast", "bf", "--device", "cpu")
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: blank.mrc: only 1 of 41 tilts carry usable signal"), lines
+    assert not [p.name for p in Path(".").iterdir() if p.name.startswith("b.") or p.name.startswith("b_")]

@@ -44,7 +44,7 @@ from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
 from stemtomo.align.quality import usable_tilts
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
 from stemtomo.core.geometry import aligned_shape, check_angles, raw_to_aligned
-from stemtomo.errors import ParameterError
+from stemtomo.errors import InputError, ParameterError
 from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,8 @@ def coarse_align(
     ------
     ParameterError
         Fewer than 2 images, mismatched angle count, or invalid settings.
+    InputError
+        Fewer than 2 tilts carry usable signal (with ``config.drop_unusable``).
     """
     config.validate()
     angles = check_angles(np.asarray(tilt_angles_deg, dtype=np.float64).tolist(), option="tilt angles")
@@ -203,7 +205,7 @@ def coarse_align(
         usable, reasons = usable_tilts(filtered, angles, [max(1, int(config.max_shift_fraction * d))
                                                           for d in imgs.shape[-2:]])
         if usable.sum() < 2:
-            raise ParameterError(f"only {int(usable.sum())} of {len(angles)} tilts carry usable signal "
+            raise InputError(f"only {int(usable.sum())} of {len(angles)} tilts carry usable signal "
                                  f"({'; '.join(f'{angles[i]:g}°: {r}' for i, r in list(reasons.items())[:3])}); "
                                  "nothing to align")
         for i, why in reasons.items():

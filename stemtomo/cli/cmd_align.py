@@ -180,12 +180,15 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, axis_search_range_deg=search_range,
                          refine_iterations=refine, thickness_px=meta.thickness_px, **tuning)
     log = logging.getLogger("stemtomo.align")
-    result = align_tilt_series(
-        stack, image.tilt_angles_deg, config, contrast=contrast,
-        kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA, normalization=meta.normalization,
-        prior_axis_deg=meta.tilt_axis_angle_deg, device=dev,
-        progress=lambda stage: log.debug("align: %s", stage),
-    )
+    try:
+        result = align_tilt_series(
+            stack, image.tilt_angles_deg, config, contrast=contrast,
+            kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA, normalization=meta.normalization,
+            prior_axis_deg=meta.tilt_axis_angle_deg, device=dev,
+            progress=lambda stage: log.debug("align: %s", stage),
+        )
+    except InputError as err:  # about the images (e.g. too few usable tilts): name the file
+        raise InputError(f"{tilt_series}: {err}") from None
     xf_path, png_path = output_paths(output)
     al = result.alignment
     kept_angles = image.tilt_angles_deg[result.kept]
