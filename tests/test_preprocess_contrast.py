@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from stemtomo.io import Image, Metadata
 from stemtomo.preprocess.contrast import guess_contrast, resolve_contrast
 from stemtomo.simulate.config import NoiseConfig, SimulationConfig
 from stemtomo.simulate.simulate import simulate
@@ -50,18 +51,22 @@ def test_no_trend_or_too_few_tilts_is_no_guess(rng: np.random.Generator) -> None
     assert guess_contrast(np.ones((9, 8, 8)), np.linspace(-60, 60, 9)).contrast is None  # constant
 
 
+def _image(stack: np.ndarray, angles: np.ndarray, name: str, contrast: str | None = None) -> Image:
+    return Image(data=stack, meta=Metadata(tilt_angles_deg=angles.tolist(), contrast=contrast), path=Path(name))
+
+
 def test_what_is_stated_wins_over_the_guess(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="stemtomo")
     stack, angles = _series("cell", "df")
-    assert resolve_contrast("bf", "df", stack, angles, "x.mrc") == "bf"  # the option
-    assert resolve_contrast(None, "bf", stack, angles, "x.mrc") == "bf"  # the sidecar
-    assert resolve_contrast(None, None, stack, angles, "x.mrc", "bf-vacuum") == "bf"  # --normalize-tilts' kind
+    assert resolve_contrast("bf", _image(stack, angles, "x.mrc", "df")) == "bf"  # the option
+    assert resolve_contrast(None, _image(stack, angles, "x.mrc", "bf")) == "bf"  # the sidecar
+    assert resolve_contrast(None, _image(stack, angles, "x.mrc"), "bf-vacuum") == "bf"  # --normalize-tilts' kind
     assert not caplog.text
-    assert resolve_contrast(None, None, stack, angles, "x.mrc", "none") == "df"
+    assert resolve_contrast(None, _image(stack, angles, "x.mrc"), "none") == "df"
     assert "x.mrc: no contrast recorded; the images look dark-field" in caplog.text
     caplog.clear()
     flat = np.random.default_rng(0).random((angles.size, 16, 16))
-    assert resolve_contrast(None, None, flat, angles, "y.mrc") == "bf"
+    assert resolve_contrast(None, _image(flat, angles, "y.mrc")) == "bf"
     assert "y.mrc: no contrast recorded and none clear" in caplog.text and "--contrast df" in caplog.text
 
 
@@ -102,3 +107,13 @@ def test_a_dark_field_stack_without_sidecar_is_aligned_and_reconstructed_as_dark
     assert yaml.safe_load(Path("w.mrc.yaml").read_text())["contrast"] == "df"
     res = cli("eval", "--holdout", "raw.mrc", "-o", "h.yaml", "-q")
     assert res.exit_code == 0, res.output
+
+
+def test_apply_of_a_stack_without_angles_needs_no_contrast(workdir: Path, cli, rng: np.random.Generator) -> None:
+    """``align --apply`` only resamples: a bare stack with no tilt angles anywhere is not refused for the guess."""
+    mrcfile.new("bare.mrc", rng.random((5, 16, 16)).astype(np.float32)).close()
+    Path("bare.xf").write_text("1 0 0 1 0.5 0\n" * 5)
+    res = cli("align", "bare.mrc", "--xf", "bare.xf", "--apply", "-o", "ali.mrc")
+    assert res.exit_code == 0, res.output
+    assert "assuming bright field" in " ".join(res.output.split())  # rich wraps the line
+    assert yaml.safe_load(Path("ali.mrc.yaml").read_text())["contrast"] == "bf"

@@ -124,7 +124,7 @@ def _apply(tilt_series: Path, output: Path, xf: Path, angles: Path | None, opts:
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles)
-    contrast = resolve_contrast(contrast, image.meta.contrast, image.data, image.tilt_angles_deg, tilt_series, prep.normalize_tilts)
+    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
     aligned, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
     meta = apply_records(image.meta, records).copy(contrast=contrast)
     if estimate:
@@ -170,7 +170,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     image = read_stack(tilt_series, angles=angles, require_angles=True)
     if image.data.shape[0] < 2:
         raise InputError(f"{tilt_series}: a single image cannot be aligned; a tilt series needs ≥ 2 images")
-    contrast = resolve_contrast(contrast, image.meta.contrast, image.data, image.tilt_angles_deg, tilt_series, prep.normalize_tilts)
+    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
     stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
     meta = apply_records(image.meta, records).copy(contrast=contrast)
     if search_range is not None and tilt_axis_angle is None:

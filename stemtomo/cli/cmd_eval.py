@@ -190,7 +190,7 @@ def _holdout(path: Path, dev: Any, notes: list[str]) -> dict[str, Any]:
 
     image = read_stack(path, require_angles=True)
     meta = image.meta
-    contrast = resolve_contrast(None, meta.contrast, image.data, image.tilt_angles_deg, path)
+    contrast = resolve_contrast(None, image)
     lines = line_integral_stack(image.data, contrast, meta.kappa or DEFAULT_KAPPA, meta.normalization)
     aligned = raw_to_aligned(torch.as_tensor(lines, device=dev), meta.tilt_axis_angle_deg)
     notes.append("holdout: odd tilts (in angle order) predicted from a WBP of the even tilts; normalized RMS")

@@ -211,7 +211,7 @@ def _prepared_image(
     if image.tilt_angles_deg.size < 2:
         raise InputError(f"{path}: {image.tilt_angles_deg.size} projection; a reconstruction needs a tilt series "
                          "of ≥ 2 images")
-    contrast = resolve_contrast(contrast, image.meta.contrast, image.data, image.tilt_angles_deg, path, prep.normalize_tilts)
+    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
     stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=device)
     meta = apply_records(image.meta, records).copy(contrast=contrast)
     if bin_factor > 1:

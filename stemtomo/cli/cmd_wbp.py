@@ -150,7 +150,7 @@ def _run(
     if tilts.size < 2:
         raise InputError(f"{tilt_series}: {tilts.size} projection; a reconstruction needs a tilt series of ≥ 2 images")
     check_not_constant(image.data, image.path)
-    contrast = resolve_contrast(contrast, image.meta.contrast, image.data, image.tilt_angles_deg, tilt_series, prep.normalize_tilts)
+    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
     stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
     meta = apply_records(image.meta, records)
     thickness_in = thickness_px if thickness_px is not None else meta.thickness_px

@@ -131,8 +131,7 @@ def _describe_array(p: Path) -> dict[str, Any]:
 
         guess = guess_contrast(raw, np.asarray(meta.tilt_angles_deg))  # what the commands would use
         out["contrast"] = guess.contrast or "bf"
-        sources["contrast"] = (f"the images: intensity {'rises' if guess.contrast == 'df' else 'falls'} with tilt, "
-                               f"r = {guess.trend:+.2f}" if guess.contrast
+        sources["contrast"] = (f"the images: {guess.describe()}" if guess.contrast
                                else "the default; not clear from the images, --contrast df for HAADF")
     if header is not None:
         if header.mode == 0 and header.unsigned_bytes:

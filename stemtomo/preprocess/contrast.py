@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stemtomo.io import Image
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,10 @@ class ContrastGuess:
 
     contrast: str | None
     trend: float
+
+    def describe(self) -> str:
+        """What the guess was read from, e.g. ``intensity rises with tilt, r = +0.96`` (for a guess only)."""
+        return f"intensity {'rises' if self.contrast == 'df' else 'falls'} with tilt, r = {self.trend:+.2f}"
 
 
 def guess_contrast(stack: np.ndarray, tilt_angles_deg: np.ndarray) -> ContrastGuess:
@@ -70,22 +78,22 @@ def _level(image: np.ndarray) -> float:
     return float(np.median(blocks))
 
 
-def resolve_contrast(option: str | None, recorded: str | None, stack: np.ndarray, tilt_angles_deg: np.ndarray,
-                     source: object, normalize_tilts: str | None = None) -> str:
-    """The contrast a command uses: ``--contrast``, else the sidecar's, else the kind of ``--normalize-tilts``
-    (``bf-…``/``df-…``), else :func:`guess_contrast` (one info line naming ``source`` and ``--contrast``), else
-    bright field with a warning saying how to choose."""
+def resolve_contrast(option: str | None, image: Image, normalize_tilts: str | None = None) -> str:
+    """The contrast a command uses for a tilt series ``image``: ``--contrast``, else its sidecar's, else the
+    kind of ``--normalize-tilts`` (``bf-…``/``df-…``), else :func:`guess_contrast` of its images (one info line
+    naming the file and ``--contrast``), else bright field with a warning saying how to choose."""
     if option:
         return option
-    if recorded:
-        return recorded
+    if image.meta.contrast:
+        return image.meta.contrast
     if normalize_tilts and normalize_tilts != "none":
         return normalize_tilts.split("-", 1)[0]
-    guess = guess_contrast(stack, tilt_angles_deg)
+    source = image.path if image.path is not None else "the tilt series"
+    angles = image.meta.tilt_angles_deg  # unknown (e.g. ``align --apply`` of a bare stack): nothing to read it from
+    guess = guess_contrast(image.data, np.asarray(angles)) if angles is not None else ContrastGuess(None, float("nan"))
     if guess.contrast is not None:
-        log.info("%s: no contrast recorded; the images look %s (intensity %s with tilt, r = %+.2f): using %s, "
-                 "--contrast %s overrides", source, "dark-field" if guess.contrast == "df" else "bright-field",
-                 "rises" if guess.contrast == "df" else "falls", guess.trend, guess.contrast,
+        log.info("%s: no contrast recorded; the images look %s (%s): using %s, --contrast %s overrides", source,
+                 "dark-field" if guess.contrast == "df" else "bright-field", guess.describe(), guess.contrast,
                  "bf" if guess.contrast == "df" else "df")
         return guess.contrast
     log.warning("%s: no contrast recorded and none clear from the images; assuming bright field "
