@@ -4,7 +4,7 @@ reprojection error used to score an alignment."""
 
 from stemtomo.align.coarse import AlignConfig, Alignment, coarse_align, shift_images
 from stemtomo.align.refine import holdout_reprojection_error, refine_projection_matching
-from stemtomo.align.xf import apply_xf, format_xf, read_xf, xf_from_alignment
+from stemtomo.align.xf import apply_xf, format_xf, read_xf, xf_coverage, xf_from_alignment
 
 __all__ = [
     "AlignConfig",
@@ -16,5 +16,6 @@ __all__ = [
     "read_xf",
     "refine_projection_matching",
     "shift_images",
+    "xf_coverage",
     "xf_from_alignment",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,34 @@ def xf_from_alignment(tilt_axis_angle_deg: float, shifts_xy: np.ndarray) -> np.n
     return out
 
 
+def _sampling_grids(
+    xf: np.ndarray | torch.Tensor, raw_shape: Sequence[int], out_shape: Sequence[int] | None, max_points: int,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(images slice, grid_sample grid (n_chunk, ny', nx', 2) float64 on the host)`` for chunks of images
+    whose grids stay under ``max_points`` output pixels (at least one image)."""
+    n = int(np.shape(xf)[0])
+    ny, nx = int(raw_shape[-2]), int(raw_shape[-1])
+    oy, ox = (ny, nx) if out_shape is None else (int(out_shape[-2]), int(out_shape[-1]))
+    m = torch.as_tensor(np.asarray(xf), dtype=torch.float64)
+    a, d = m[:, :, :2], m[:, :, 2]
+    inv = torch.linalg.inv(a)
+    yy = torch.arange(oy, dtype=torch.float64) - centre(oy)
+    xx = torch.arange(ox, dtype=torch.float64) - centre(ox)
+    gy, gx = torch.meshgrid(yy, xx, indexing="ij")
+    target = torch.stack((gx, gy), -1).reshape(1, -1, 2)
+    scale = torch.tensor([max(centre(nx), 0.5), max(centre(ny), 0.5)], dtype=torch.float64)
+    step = max(1, int(max_points) // max(1, oy * ox))
+    for i in range(0, n, step):
+        sl = slice(i, min(n, i + step))
+        raw = torch.einsum("nij,npj->npi", inv[sl], target - d[sl, None, :])  # raw position, raw centre = 0
+        yield sl, (raw / scale).reshape(-1, oy, ox, 2)
+
+
+def _check_count(xf: np.ndarray | torch.Tensor, n: int) -> None:
+    if tuple(np.shape(xf)) != (n, 2, 3):
+        raise InputError(f".xf: {np.shape(xf)[0]} transforms for {n} images; the counts must match")
+
+
 def apply_xf(
     images: torch.Tensor, xf: np.ndarray | torch.Tensor, out_shape: Sequence[int] | None = None, *,
     max_points: int = 1 << 24,
@@ -91,33 +119,42 @@ def apply_xf(
     """Resample raw images ``(n, ny, nx)`` into the aligned frame, as IMOD ``newstack -xform`` does.
 
     Bilinear interpolation; positions outside the raw image are filled with the image's mean (newstack's
-    default fill). ``out_shape`` ``(ny', nx')`` defaults to the raw shape. The sampling grid (float64 on the
-    host, then the images' dtype and device) is built for as many images at a time as keep it under
-    ``max_points`` output pixels (at least one image): for a 61 × 4096² series at once it would take ~16 GB.
+    default fill; :func:`xf_coverage` tells which pixels those are). ``out_shape`` ``(ny', nx')`` defaults to
+    the raw shape. The sampling grid (float64 on the host, then the images' dtype and device) is built for as
+    many images at a time as keep it under ``max_points`` output pixels (at least one image): for a
+    61 × 4096² series at once it would take ~16 GB.
     """
     n, ny, nx = images.shape
+    _check_count(xf, n)
     oy, ox = (ny, nx) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
-    m = torch.as_tensor(np.asarray(xf), dtype=torch.float64)
-    if m.shape != (n, 2, 3):
-        raise InputError(f".xf: {m.shape[0]} transforms for {n} images; the counts must match")
-    a, d = m[:, :, :2], m[:, :, 2]
-    inv = torch.linalg.inv(a)
     dev, dt = images.device, images.dtype
-    yy = torch.arange(oy, dtype=torch.float64) - centre(oy)
-    xx = torch.arange(ox, dtype=torch.float64) - centre(ox)
-    gy, gx = torch.meshgrid(yy, xx, indexing="ij")
-    target = torch.stack((gx, gy), -1).reshape(1, -1, 2)
-    scale = torch.tensor([max(centre(nx), 0.5), max(centre(ny), 0.5)], dtype=torch.float64)
-    step = max(1, int(max_points) // max(1, oy * ox))
     out = torch.empty((n, oy, ox), dtype=dt, device=dev)
-    for i in range(0, n, step):
-        sl = slice(i, min(n, i + step))
-        raw = torch.einsum("nij,npj->npi", inv[sl], target - d[sl, None, :])  # raw position, raw centre = 0
-        grid = (raw / scale).reshape(-1, oy, ox, 2).to(device=dev, dtype=dt)
+    for sl, grid in _sampling_grids(xf, (ny, nx), (oy, ox), max_points):
         fill = images[sl].mean(dim=(1, 2), keepdim=True)
-        out[sl] = F.grid_sample((images[sl] - fill)[:, None], grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=True)[:, 0] + fill
+        out[sl] = F.grid_sample((images[sl] - fill)[:, None], grid.to(device=dev, dtype=dt), mode="bilinear",
+                                padding_mode="zeros", align_corners=True)[:, 0] + fill
     return out
 
 
-__all__ = ["apply_xf", "format_xf", "read_xf", "xf_from_alignment"]
+def xf_coverage(
+    xf: np.ndarray | torch.Tensor, raw_shape: Sequence[int], out_shape: Sequence[int] | None = None, *,
+    device: torch.device | str = "cpu", max_points: int = 1 << 24,
+) -> torch.Tensor:
+    """Boolean ``(n, ny', nx')``: the pixels of :func:`apply_xf`'s output that are measured, i.e. whose
+    bilinear footprint lies entirely inside the raw image ``raw_shape`` ``(ny, nx)``; False where the output
+    holds (or is blended with) the fill."""
+    n = int(np.shape(xf)[0])
+    _check_count(xf, n)
+    ny, nx = int(raw_shape[-2]), int(raw_shape[-1])
+    oy, ox = (ny, nx) if out_shape is None else (int(out_shape[-2]), int(out_shape[-1]))
+    out = torch.empty((n, oy, ox), dtype=torch.bool, device=device)
+    ones = torch.ones((1, 1, ny, nx), dtype=torch.float32, device=device)
+    for sl, grid in _sampling_grids(xf, (ny, nx), (oy, ox), max_points):
+        g = grid.to(device=device, dtype=torch.float32)
+        inside = F.grid_sample(ones.expand(g.shape[0], 1, ny, nx), g, mode="bilinear", padding_mode="zeros",
+                               align_corners=True)[:, 0]
+        out[sl] = inside >= 1.0 - 1e-4
+    return out
+
+
+__all__ = ["apply_xf", "format_xf", "read_xf", "xf_coverage", "xf_from_alignment"]

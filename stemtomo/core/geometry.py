@@ -100,6 +100,11 @@ def to_grid_coords(points_xyz: torch.Tensor, volume_shape: Sequence[int]) -> tor
 
 
 # ---- in-plane rotation between the raw and the aligned frame ------------------------------------------
+def is_quarter_turn(angle_deg: float) -> bool:
+    """True for multiples of 90° (exact resampling by ``rot90``, no padding)."""
+    return _quarter_turns(angle_deg) is not None
+
+
 def _quarter_turns(angle_deg: float) -> int | None:
     k = angle_deg / 90.0
     r = round(k)
@@ -156,6 +161,7 @@ __all__ = [
     "aligned_to_raw",
     "centre",
     "check_angles",
+    "is_quarter_turn",
     "length_unit_px",
     "project_u",
     "raw_to_aligned",
