@@ -138,15 +138,17 @@ def _thickness(aligned: np.ndarray, tilts: np.ndarray, meta: Any, contrast: str,
     """Estimate the slab from a full-depth WBP of the aligned stack (binned to ≤ 256 px) into ``meta``:
     ``thickness_px`` = the centred slab enclosing the estimate (input pixels), details under ``extra``."""
     from stemtomo.core.imaging import DEFAULT_KAPPA
+    from stemtomo.preprocess.fill import prepared_support
     from stemtomo.preprocess.pipeline import estimate_binning, estimate_slab, thickness_record
     from stemtomo.recon.wbp import line_integrals_from_stack
 
     factor = estimate_binning(aligned.shape)
+    measured = prepared_support(aligned, meta, 0.0, bin_factor=factor, device=dev)
     lines, _ = line_integrals_from_stack(
         aligned, contrast=contrast, kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA,
         normalization=meta.normalization, tilt_axis_angle_deg=0.0, bin_factor=factor, device=dev,
     )
-    record = thickness_record(estimate_slab(lines, tilts), factor)
+    record = thickness_record(estimate_slab(lines, tilts, measured=measured), factor)
     meta.thickness_px = record["enclosing_thickness_px"]
     meta.extra["thickness_estimate"] = record
     logging.getLogger("stemtomo.align").info(
@@ -164,6 +166,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     from stemtomo.errors import InputError
     from stemtomo.io import AtomicOutputs, make_provenance, read_stack, write_image
     from stemtomo.preprocess.contrast import resolve_contrast
+    from stemtomo.preprocess.fill import alignment_coverage_record
     from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     dev = resolve_device(device)
@@ -200,6 +203,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
         "xf_file": xf_path.name,
         "holdout_error_before": result.score_before,
         "holdout_error_after": result.score_after,
+        **alignment_coverage_record(result.xf[result.kept], stack.shape, result.aligned.shape),
     }
     if al.excluded:  # indices into the input stack (and the .xf lines); the aligned stack lacks these images
         out_meta.extra["alignment"]["excluded_tilts"] = [

@@ -165,7 +165,11 @@ def _run(
     )
     prep_extra = dict(records["extra"])
     if estimate:
-        config, prep_extra["thickness_estimate"] = _estimate(lines, tilts, config)
+        from stemtomo.preprocess.fill import has_no_sidecar, prepared_support
+
+        measured = prepared_support(stack, meta, meta.tilt_axis_angle_deg, bin_factor=config.bin_factor,
+                                    detect=has_no_sidecar(image.path), device=dev)
+        config, prep_extra["thickness_estimate"] = _estimate(lines, tilts, config, measured)
     sets: list[tuple[Path, np.ndarray, str | None]] = [(outputs[0], np.arange(tilts.size), None)]
     if len(outputs) == 3:
         even, odd = half_set_indices(tilts)
@@ -210,11 +214,13 @@ def _run(
          f"{'' if pixel is None else f', {pixel:g} Å/voxel'})" + (" + even/odd half sets" if len(sets) == 3 else ""))
 
 
-def _estimate(lines: Any, tilts: Any, config: Any) -> tuple[Any, dict[str, Any]]:
-    """Slab from a full-depth WBP of ``lines`` (binned voxels) → (config with that slab, sidecar record)."""
+def _estimate(lines: Any, tilts: Any, config: Any, measured: Any) -> tuple[Any, dict[str, Any]]:
+    """Slab from a full-depth WBP of ``lines`` (binned voxels; ``measured``: their measured pixels or None)
+    → (config with that slab, sidecar record)."""
     import dataclasses
     import logging
 
+    from stemtomo.preprocess.fill import bin_measured
     from stemtomo.preprocess.pipeline import (
         enclosing_thickness,
         estimate_binning,
@@ -225,7 +231,8 @@ def _estimate(lines: Any, tilts: Any, config: Any) -> tuple[Any, dict[str, Any]]
 
     extra = estimate_binning(lines.shape)  # a full-depth WBP is nx³: binned as align's, lengths scaled back
     with progress("thickness estimate (full-depth WBP)", total=None):
-        est = estimate_slab(bin_images(lines, extra) / extra, tilts, filter=config.filter)
+        est = estimate_slab(bin_images(lines, extra) / extra, tilts, filter=config.filter,
+                            measured=None if measured is None else bin_measured(measured, extra))
     depth = config.nz if config.nz is not None else int(lines.shape[-1])
     used = min(enclosing_thickness(est) * extra, float(depth))
     record = {**thickness_record(est, config.bin_factor * extra), "slab_used_px": used * config.bin_factor}

@@ -34,6 +34,7 @@ import numpy as np
 
 from stemtomo.errors import InputError, ParameterError
 from stemtomo.preprocess.defects import DefectConfig, remove_defects
+from stemtomo.preprocess.fill import alignment_coverage_record
 from stemtomo.preprocess.intensity import IntensityConfig, normalize_bf, normalize_tilt_intensities
 from stemtomo.preprocess.thickness import ThicknessConfig, ThicknessEstimate, estimate_thickness
 
@@ -108,8 +109,8 @@ def prepare_tilt_series(
     ``normalization`` (the record for the output sidecar's ``normalization`` field: the input's record,
     or a per-tilt one), ``tilt_axis_angle_deg`` (0.0 after an ``.xf``, else the input's) and ``extra``
     (``defects``: the per-image counts of :class:`~stemtomo.preprocess.defects.DefectReport`;
-    ``intensity_normalization``: method, per-tilt factors and levels; ``alignment``: ``.xf`` file and
-    SHA-256), to merge into the sidecar's ``extra``. Without any step the stack is returned unchanged
+    ``intensity_normalization``: method, per-tilt factors and levels; ``alignment``: ``.xf`` file,
+    SHA-256 and :func:`~stemtomo.preprocess.fill.alignment_coverage_record`), to merge into the sidecar's ``extra``. Without any step the stack is returned unchanged
     (as float32).
 
     Raises
@@ -134,9 +135,11 @@ def prepare_tilt_series(
         stack, normalization, extra["intensity_normalization"] = _normalize(image, stack, options, contrast,
                                                                              normalization)
     if options.xf is not None:
-        stack = _apply_xf(stack, options.xf, device)
+        raw_shape = stack.shape[-2:]
+        stack, transforms = _apply_xf(stack, options.xf, device)
         extra["alignment"] = {"xf_file": str(options.xf), "xf_sha256": file_sha256(options.xf), "applied": True,
-                              "source_tilt_axis_angle_deg": axis}
+                              "source_tilt_axis_angle_deg": axis,
+                              **alignment_coverage_record(transforms, raw_shape, stack.shape[-2:])}
         axis = 0.0
     return np.asarray(stack, dtype=np.float32), {"normalization": normalization, "tilt_axis_angle_deg": axis,
                                                  "extra": extra}
@@ -170,14 +173,14 @@ def _normalize(
     return out, record, corr.as_dict()
 
 
-def _apply_xf(stack: np.ndarray, xf: Path, device: torch.device | str) -> np.ndarray:
+def _apply_xf(stack: np.ndarray, xf: Path, device: torch.device | str) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from stemtomo.align.xf import apply_xf, read_xf
 
     transforms = read_xf(xf, stack.shape[0])
     t = torch.as_tensor(np.asarray(stack, dtype=np.float32), device=device)
-    return apply_xf(t, transforms).cpu().numpy()
+    return apply_xf(t, transforms).cpu().numpy(), transforms
 
 
 ESTIMATE_MAX_PX = 256
@@ -196,8 +199,18 @@ def estimate_slab(
     *,
     filter: str = "ramp",
     config: ThicknessConfig = ThicknessConfig(),
+    measured: torch.Tensor | None = None,
+    seen_by_all: bool = True,
 ) -> ThicknessEstimate:
     """Specimen slab from a full-depth WBP of aligned line integrals.
+
+    With ``seen_by_all`` only the voxels that every tilt sees inside its measured pixels are scored: inside
+    the image and outside the fill of an alignment (``measured``, from
+    :func:`~stemtomo.preprocess.fill.aligned_support`). Elsewhere a back-projection holds structure the
+    specimen does not have: the edges of mean-filled regions (an aligned stack's shifted and rotated
+    borders) back-project into sheets far from the slab. ``benchmarks/bench_thickness.py``: within 10 % of
+    the slab in 50 of 52 aligned series this way, 24 of 52 scoring every voxel (a slab of half the
+    thickness 35–47 px off centre).
 
     Parameters
     ----------
@@ -206,6 +219,8 @@ def estimate_slab(
     tilt_angles_deg : ``(n_tilts,)`` degrees.
     filter : WBP ramp apodization.
     config : :class:`~stemtomo.preprocess.thickness.ThicknessConfig`.
+    measured : boolean ``(n_tilts, ny, n_u)``, the measured pixels of ``line_integrals`` (None: all).
+    seen_by_all : score only voxels every tilt sees measured (False: every voxel, as before 2026-12-02).
 
     Returns
     -------
@@ -218,12 +233,17 @@ def estimate_slab(
     ParameterError
         Fewer than 2 tilts, a flat z-profile (nothing to find), bad angles.
     """
-    from stemtomo.recon.wbp import wbp
+    from stemtomo.recon.wbp import back_project_slices, wbp
 
     if line_integrals.shape[0] < 2:
         raise ParameterError("--estimate-thickness: needs a tilt series of ≥ 2 images")
-    vol = wbp(line_integrals, tilt_angles_deg, int(line_integrals.shape[-1]), filter=filter)
-    est = estimate_thickness(vol, config)
+    nz = int(line_integrals.shape[-1])
+    vol = wbp(line_integrals, tilt_angles_deg, nz, filter=filter)
+    support = None
+    if seen_by_all:
+        data = line_integrals.new_ones(line_integrals.shape) if measured is None else measured.to(vol.dtype)
+        support = back_project_slices(data, tilt_angles_deg, nz) >= line_integrals.shape[0] - 0.01
+    est = estimate_thickness(vol, config, support=support)
     if est.touches_edge:
         log.warning("thickness estimate %.1f voxels reaches the edge of the %d-plane volume: it may be an "
                     "underestimate (a specimen as thick as the image is wide?)", est.thickness_px, vol.shape[0])

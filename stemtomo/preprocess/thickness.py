@@ -106,32 +106,60 @@ def _plane_statistic(vol: torch.Tensor, statistic: str) -> torch.Tensor:
     return dev.kthvalue(k, dim=1).values  # the 99th percentile (nearest rank; no size limit unlike quantile)
 
 
+def _supported_statistic(vol: torch.Tensor, support: torch.Tensor, statistic: str, min_voxels: int) -> np.ndarray:
+    """Per-plane statistic over the supported voxels only; NaN for planes with fewer than ``min_voxels``."""
+    out = np.full(vol.shape[0], np.nan)
+    counts = support.reshape(support.shape[0], -1).sum(dim=1).tolist()
+    for z, count in enumerate(counts):
+        if count >= min_voxels:
+            out[z] = float(_plane_statistic(vol[z][support[z]][None], statistic)[0])
+    return out
+
+
 _STATISTICS = ("p99", "std", "mad")
 
 
-def z_profile(volume: np.ndarray | torch.Tensor, config: ThicknessConfig = ThicknessConfig()) -> np.ndarray:
+def z_profile(volume: np.ndarray | torch.Tensor, config: ThicknessConfig = ThicknessConfig(), *,
+              support: torch.Tensor | None = None) -> np.ndarray:
     """The smoothed per-plane structure statistic ``(nz,)`` of a volume ``(nz, ny, nx)`` (see module notes).
 
+    ``support``: boolean ``(nz, ny, nx)``, the voxels to score (e.g. those that every tilt sees inside its
+    data, :func:`stemtomo.preprocess.pipeline.estimate_slab`); planes with fewer than
+    :data:`MIN_SUPPORT_FRACTION` of the scored area are NaN in the result (not smoothed into the others).
     Computed on the volume's device (torch), returned as a float64 numpy array.
 
     Raises
     ------
     ParameterError
-        Not a 3D real volume with ≥ 5 planes, non-finite values, bad config.
+        Not a 3D real volume with ≥ 5 planes, non-finite values, a support of another shape, bad config.
     """
     config.validate()
     vol = torch.as_tensor(volume)
     if vol.ndim != 3 or vol.is_complex() or vol.shape[0] < 5 or min(vol.shape[1:]) < 1:
         raise ParameterError(f"thickness: expected a real volume (nz ≥ 5, ny, nx), got shape {tuple(vol.shape)}")
+    if support is not None and tuple(support.shape) != tuple(vol.shape):
+        raise ParameterError(f"thickness: support of shape {tuple(support.shape)} for a volume of {tuple(vol.shape)}")
     vol = vol.to(torch.float64 if vol.dtype == torch.float64 else torch.float32)
     if not bool(torch.isfinite(vol).all()):
         raise ParameterError("thickness: the volume holds NaN or infinite values; reconstruct it again")
     my, mx = (int(config.margin_frac * n) for n in vol.shape[1:])
     core = vol[:, my : vol.shape[1] - my, mx : vol.shape[2] - mx]
-    prof = _plane_statistic(core, config.statistic).double().cpu().numpy()
+    if support is None:
+        prof = _plane_statistic(core, config.statistic).double().cpu().numpy()
+    else:
+        seen = support[:, my : vol.shape[1] - my, mx : vol.shape[2] - mx].to(device=vol.device, dtype=torch.bool)
+        prof = _supported_statistic(core, seen, config.statistic, max(16, math.ceil(MIN_SUPPORT_FRACTION * core[0].numel())))
+    known = np.isfinite(prof)
+    if not known.any():
+        raise ParameterError("thickness: no plane of the volume is seen whole by every tilt; nothing to measure")
     if config.smooth_sigma_px > 0:
-        prof = ndimage.gaussian_filter1d(prof, config.smooth_sigma_px, mode="nearest")
+        filled = np.where(known, prof, np.percentile(prof[known], config.background_percentile))
+        prof = np.where(known, ndimage.gaussian_filter1d(filled, config.smooth_sigma_px, mode="nearest"), np.nan)
     return prof
+
+
+MIN_SUPPORT_FRACTION = 0.01
+"""A plane is scored when at least this fraction of its (margin-cropped) area is supported."""
 
 
 def _crossing(p: np.ndarray, inside: int, outside: int, level: float) -> float:
@@ -144,6 +172,8 @@ def _crossing(p: np.ndarray, inside: int, outside: int, level: float) -> float:
 def slab_from_profile(profile: np.ndarray, config: ThicknessConfig = ThicknessConfig()) -> ThicknessEstimate:
     """Slab faces from a z-profile ``(nz,)`` (already smoothed), see the module notes.
 
+    NaN planes (not measured, :func:`z_profile` with a support) end the slab like the volume's edges do.
+
     Raises
     ------
     ParameterError
@@ -151,24 +181,29 @@ def slab_from_profile(profile: np.ndarray, config: ThicknessConfig = ThicknessCo
     """
     p = np.asarray(profile, dtype=np.float64)
     nz = p.size
-    bg = float(np.percentile(p, config.background_percentile))
-    top = float(p.max())
+    known = np.isfinite(p)
+    if not known.any():
+        raise ParameterError("thickness: the z-profile has no measured plane")
+    bg = float(np.percentile(p[known], config.background_percentile))
+    top = float(p[known].max())
     if not top > bg + 1e-12 * max(abs(top), 1.0):
         raise ParameterError("thickness: the volume's z-profile is flat; no slab can be found (empty volume?)")
-    plateau = float(np.median(p[p >= bg + 0.5 * (top - bg)]))
+    plateau = float(np.median(p[known & (p >= bg + 0.5 * (top - bg))]))
     level = bg + config.fraction * (plateau - bg)
-    k = int(np.argmax(p))
+    k = int(np.nanargmax(p))
     lo = k
-    while lo > 0 and p[lo - 1] >= level:
+    while lo > 0 and p[lo - 1] >= level:  # NaN compares False: the run stops at an unmeasured plane
         lo -= 1
     hi = k
     while hi < nz - 1 and p[hi + 1] >= level:
         hi += 1
-    z_lo = _crossing(p, lo, lo - 1, level) if lo > 0 else -0.5
-    z_hi = _crossing(p, hi, hi + 1, level) if hi < nz - 1 else nz - 0.5
-    touches = lo == 0 or hi == nz - 1
+    open_lo, open_hi = lo == 0 or not known[lo - 1], hi == nz - 1 or not known[hi + 1]
+    z_lo = lo - 0.5 if open_lo else _crossing(p, lo, lo - 1, level)
+    z_hi = hi + 0.5 if open_hi else _crossing(p, hi, hi + 1, level)
+    touches = open_lo or open_hi
     if touches:
-        log.warning("thickness: the slab reaches the volume's z-edge; reconstruct a deeper volume (larger nz)")
+        log.warning("thickness: the slab reaches the volume's z-edge or planes no tilt sees whole; reconstruct "
+                    "a deeper volume (larger nz) or crop the images less")
     return ThicknessEstimate(
         thickness_px=float(z_hi - z_lo),
         z_offset_px=float((z_lo + z_hi) / 2.0 - (nz - 1) / 2.0),
@@ -182,7 +217,8 @@ def slab_from_profile(profile: np.ndarray, config: ThicknessConfig = ThicknessCo
 
 
 def estimate_thickness(
-    volume: np.ndarray | torch.Tensor, config: ThicknessConfig = ThicknessConfig()
+    volume: np.ndarray | torch.Tensor, config: ThicknessConfig = ThicknessConfig(), *,
+    support: torch.Tensor | None = None,
 ) -> ThicknessEstimate:
     """Estimate the specimen slab thickness and its z-offset from a reconstruction.
 
@@ -192,6 +228,7 @@ def estimate_thickness(
         device; reconstruct it deeper than the specimen (e.g. ``nz`` = image width) so that background
         planes exist on both sides.
     config : :class:`ThicknessConfig`.
+    support : boolean ``(nz, ny, nx)``: score only these voxels (see :func:`z_profile`).
 
     Returns
     -------
@@ -208,7 +245,7 @@ def estimate_thickness(
     Accuracy depends on the structure near the faces: a specimen whose faces carry no structure (e.g. a
     uniform embedding layer) is estimated by its structured part. Gold beads on the surfaces help.
     """
-    est = slab_from_profile(z_profile(volume, config), config)
+    est = slab_from_profile(z_profile(volume, config, support=support), config)
     log.info("thickness: %.1f voxels, centre offset %+.1f voxels", est.thickness_px, est.z_offset_px)
     return est
 
