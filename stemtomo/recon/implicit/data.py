@@ -7,6 +7,9 @@ coordinates ``(u, v)``, its angle θ and its target intensity; no per-ray arrays
 crosses the host–device boundary.
 
 Validation uses held-out tilts (every k-th, never trained on) and a fixed random subset of their pixels.
+Pixels marked as not measured (``valid`` False: the fill of an aligned stack,
+:func:`stemtomo.preprocess.fill.fill_mask`) are never drawn, for training or validation; their flat indices
+are then held as an int32 table on the device (4 bytes per measured pixel).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class RayData:
     val_every_kth_tilt : hold out tilts ``k//2, k//2 + k, ...`` for validation; 0 = none.
     val_max_rays : size of the fixed validation pixel subset.
     seed : seed of the validation subset.
+    valid : boolean ``(n_tilts, ny, nx)``, False at pixels to leave out (e.g. fill); None or all True: all.
 
     Raises
     ------
@@ -44,10 +48,13 @@ class RayData:
         val_every_kth_tilt: int = 0,
         val_max_rays: int = 8192,
         seed: int = 0,
+        valid: torch.Tensor | None = None,
     ) -> None:
         self.stack = stack
         n, self.ny, self.nx = stack.shape
         dev = stack.device
+        if valid is not None and tuple(valid.shape) != tuple(stack.shape):
+            raise InputError(f"pixel mask of shape {tuple(valid.shape)} for a stack of {tuple(stack.shape)}")
         self.theta = torch.tensor([math.radians(a) for a in tilt_angles_deg], dtype=torch.float32, device=dev)
         k = val_every_kth_tilt
         is_val = torch.zeros(n, dtype=torch.bool)
@@ -57,16 +64,36 @@ class RayData:
         self.val_tilts = torch.nonzero(is_val).squeeze(1).to(dev)
         if self.train_tilts.numel() < 2:
             raise InputError(f"only {self.train_tilts.numel()} training tilt(s) left; use more tilts or --val-every 0")
+        self.train_pixels: torch.Tensor | None = None
+        self.val_pixels: torch.Tensor | None = None
+        if valid is not None and not bool(valid.all()):
+            use = valid.to(dev, torch.bool)
+            self.train_pixels = self._pixel_table(use, self.train_tilts)
+            self.val_pixels = self._pixel_table(use, self.val_tilts)
+            if self.train_pixels.numel() == 0:
+                raise InputError("no measured pixel left in the training tilts (all fill?)")
         self.val = self._validation_set(val_max_rays, seed)
+
+    def _pixel_table(self, valid: torch.Tensor, tilts: torch.Tensor) -> torch.Tensor:
+        """Flat indices ``t·ny·nx + iy·nx + ix`` (int32; int64 from 2³¹ pixels) of the valid pixels of ``tilts``."""
+        per = self.ny * self.nx
+        dtype = torch.int32 if valid.numel() < 2**31 else torch.int64
+        parts = [torch.nonzero(valid[t].reshape(-1)).squeeze(1).to(dtype) + int(t) * per for t in tilts.tolist()]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=valid.device)
 
     def _validation_set(self, max_rays: int, seed: int) -> tuple[torch.Tensor, ...] | None:
         if self.val_tilts.numel() == 0:
             return None
         per = self.ny * self.nx
-        total = self.val_tilts.numel() * per
+        total = self.val_tilts.numel() * per if self.val_pixels is None else self.val_pixels.numel()
+        if total == 0:
+            return None
         g = torch.Generator().manual_seed(seed + 7919)
         flat = torch.randperm(total, generator=g)[:max_rays] if total > max_rays else torch.arange(total)
         flat = flat.to(self.stack.device)
+        if self.val_pixels is not None:
+            pix = self.val_pixels[flat].long()
+            return self.rays(pix // per, (pix % per) // self.nx, pix % self.nx)
         t = self.val_tilts[flat // per]
         return self.rays(t, (flat % per) // self.nx, flat % self.nx)
 
@@ -81,10 +108,14 @@ class RayData:
     def sample(
         self, n_rays: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n_rays`` random training rays (uniform over the training tilts' pixels, with replacement)."""
+        """``n_rays`` random training rays (uniform over the training tilts' valid pixels, with replacement)."""
         dev = self.stack.device
-        idx = torch.randint(0, self.train_tilts.numel() * self.ny * self.nx, (n_rays,), device=dev, generator=generator)
         per = self.ny * self.nx
+        if self.train_pixels is not None:
+            pick = torch.randint(0, self.train_pixels.numel(), (n_rays,), device=dev, generator=generator)
+            pix = self.train_pixels[pick].long()
+            return self.rays(pix // per, (pix % per) // self.nx, pix % self.nx)
+        idx = torch.randint(0, self.train_tilts.numel() * per, (n_rays,), device=dev, generator=generator)
         t = self.train_tilts[idx // per]
         return self.rays(t, (idx % per) // self.nx, idx % self.nx)
 

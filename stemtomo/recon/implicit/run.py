@@ -28,6 +28,7 @@ from stemtomo.errors import InputError, ModelFileError, ParameterError
 from stemtomo.io import Image, Metadata, write_image, write_text_atomic
 from stemtomo.io.safety import atomic_file
 from stemtomo.noise import FlowNoiseModel, NoiseModel
+from stemtomo.preprocess.fill import has_no_sidecar, prepared_support
 from stemtomo.recon.implicit import distributed as D
 from stemtomo.recon.implicit.checkpoint import (
     read_recon_file,
@@ -110,8 +111,14 @@ def build_trainer(
         if reference.ndim != 3:
             raise InputError(f"--reference: expected a volume (nz, ny, nx), got shape {reference.shape}")
         ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)).to(device)
+    # an alignment's fill and a rotation's padding are not measurements: never trained on
+    measured = prepared_support(image.data, image.meta, image.meta.tilt_axis_angle_deg,
+                                detect=has_no_sidecar(image.path), device=device)
+    if measured is not None:
+        log.info("leaving out %.1f %% of the pixels: the fill of the alignment or rotation",
+                 100.0 * (1.0 - float(measured.float().mean())))
     data = RayData(stack, angles.tolist(), val_every_kth_tilt=cfg.val_every_kth_tilt,
-                   val_max_rays=cfg.val_max_rays, seed=cfg.seed)
+                   val_max_rays=cfg.val_max_rays, seed=cfg.seed, valid=measured)
     return Trainer(cfg, data, field, noise_model, thickness / 2.0, reference=ref, dist=dist)
 
 

@@ -1,0 +1,83 @@
+"""The implicit reconstruction never trains on (or validates with) the fill of an aligned stack."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_recon_phantom import clean_series, phantom, series_image
+
+from stemtomo.align import apply_xf, xf_from_alignment
+from stemtomo.core.fields import FieldConfig
+from stemtomo.errors import InputError
+from stemtomo.preprocess.fill import alignment_coverage_record
+from stemtomo.recon.implicit import ReconConfig, build_trainer
+from stemtomo.recon.implicit.data import RayData
+
+CPU = torch.device("cpu")
+VOXEL = FieldConfig(kind="voxel")
+
+
+def test_masked_pixels_are_never_drawn(rng: np.random.Generator) -> None:
+    stack = torch.from_numpy(rng.random((6, 10, 12))).float()
+    valid = torch.ones(stack.shape, dtype=torch.bool)
+    valid[:, :, 8:] = False  # 4 right columns of every image
+    valid[2, :3] = False
+    data = RayData(stack, [-50, -30, -10, 10, 30, 50], val_every_kth_tilt=3, valid=valid)
+    u, v, th, y = data.sample(20_000, torch.Generator().manual_seed(1))
+    ix = (u + (12 - 1) / 2).round().long()
+    iy = (v + (10 - 1) / 2).round().long()
+    t = torch.as_tensor(np.searchsorted([-50, -30, -10, 10, 30, 50], np.degrees(th.numpy()).round()))
+    assert valid[t, iy, ix].all()
+    assert torch.equal(y, stack[t, iy, ix])
+    assert set(t.tolist()) == set(data.train_tilts.tolist())  # tilts 0, 2, 3, 5 (1 and 4 held out)
+    assert ((t == 2) & (iy < 3)).sum() == 0
+    assert ((t == 0) & (ix == 7)).sum() > 0  # every valid pixel can be drawn
+    assert data.val is not None
+    vu, vv, vth, _ = data.val
+    assert (vu + 5.5).round().long().max() <= 7  # validation rays are valid pixels too
+    assert torch.isclose(torch.rad2deg(vth), torch.tensor([-30.0, 30.0])[:, None]).any(0).all()
+
+
+def test_an_all_true_mask_draws_the_same_rays_as_none(rng: np.random.Generator) -> None:
+    stack = torch.from_numpy(rng.random((5, 8, 8))).float()
+    angles = [-40, -20, 0, 20, 40]
+    plain = RayData(stack, angles, val_every_kth_tilt=2)
+    masked = RayData(stack, angles, val_every_kth_tilt=2, valid=torch.ones(stack.shape, dtype=torch.bool))
+    for a, b in zip(plain.sample(64, torch.Generator().manual_seed(3)), masked.sample(64, torch.Generator().manual_seed(3)),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert plain.val is not None and masked.val is not None
+    assert all(torch.equal(a, b) for a, b in zip(plain.val, masked.val, strict=True))
+
+
+def test_bad_masks(rng: np.random.Generator) -> None:
+    stack = torch.from_numpy(rng.random((3, 4, 4))).float()
+    with pytest.raises(InputError, match="mask of shape"):
+        RayData(stack, [-10, 0, 10], valid=torch.ones(3, 4, 5, dtype=torch.bool))
+    with pytest.raises(InputError, match="no measured pixel"):
+        RayData(stack, [-10, 0, 10], valid=torch.zeros(3, 4, 4, dtype=torch.bool))
+
+
+def test_build_trainer_leaves_out_the_fill_of_an_aligned_stack() -> None:
+    """A clean 24² series moved by ±3/−2 px as ``align`` writes it (mean fill, its transforms in the
+    sidecar record): the trainer's rays hold exactly the covered pixels; a raw series with a 7° tilt axis
+    loses the corners its rotation pads; a series without either keeps every pixel (the unmasked path)."""
+    clean = torch.from_numpy(clean_series(phantom())).float()
+    n, ny, nx = clean.shape
+    shifts = np.zeros((n, 2))
+    shifts[::2, 0] = 3.0
+    shifts[1::2, 1] = -2.0
+    xf = xf_from_alignment(0.0, shifts)
+    image = series_image(apply_xf(clean, xf).numpy())
+    image.meta.extra["alignment"] = alignment_coverage_record(xf, (ny, nx), (ny, nx))
+    cfg = ReconConfig(method="l2", iterations=1, field=VOXEL, val_every_kth_tilt=0)
+    pixels = build_trainer(image, cfg, CPU).data.train_pixels
+    assert pixels is not None
+    per_tilt = torch.bincount(pixels.long() // (ny * nx), minlength=n)
+    assert per_tilt[0] == ny * (nx - 3) and per_tilt[1] == (ny - 2) * nx
+    rotated = series_image(clean.numpy())
+    rotated.meta.tilt_axis_angle_deg = 7.0
+    corners = build_trainer(rotated, cfg, CPU).data.train_pixels
+    assert corners is not None and 0.85 * n * ny * nx < corners.numel() < n * ny * nx
+    assert build_trainer(series_image(clean.numpy()), cfg, CPU).data.train_pixels is None
