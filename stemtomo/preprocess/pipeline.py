@@ -209,8 +209,8 @@ def estimate_slab(
     :func:`~stemtomo.preprocess.fill.aligned_support`). Elsewhere a back-projection holds structure the
     specimen does not have: the edges of mean-filled regions (an aligned stack's shifted and rotated
     borders) back-project into sheets far from the slab. ``benchmarks/bench_thickness.py``: within 10 % of
-    the slab in 50 of 52 aligned series this way, 24 of 52 scoring every voxel (a slab of half the
-    thickness 35–47 px off centre).
+    the slab in 51 of 52 series aligned with their true transforms this way, 24 of 52 scoring every voxel
+    (slabs of a fifth to half the thickness, up to 47 px off centre).
 
     Parameters
     ----------
