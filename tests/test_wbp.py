@@ -164,6 +164,17 @@ def test_tilt_axis_90_equals_rotated_input() -> None:
     assert torch.equal(wbp(a0, angles, 8), wbp(a90, angles, 8))
 
 
+@pytest.mark.parametrize("contrast", ["bf", "df"])
+def test_rotated_raw_stack_corners_hold_the_mean_line_integral(contrast: str) -> None:
+    """A uniform specimen seen at α = 30°: the rotation's corners are filled with the image's own line
+    integral (zero-padded intensities would linearize to an opaque -log(eps)/κ in bright field)."""
+    stack = np.full((3, 24, 24), 0.4, dtype=np.float32)
+    lines, _ = line_integrals_from_stack(stack, contrast=contrast, normalization={"range01": True},
+                                         tilt_axis_angle_deg=30.0)
+    expected = (-np.log(0.4 if contrast == "bf" else 0.6) / 7.0) * length_unit_px(24, 24)
+    assert torch.allclose(lines, torch.full_like(lines, expected), rtol=1e-4)  # corners included
+
+
 def test_uneven_tilts_weights() -> None:
     w = angular_weights([-60, -30, 0, 30, 60])
     assert np.allclose(w, np.radians(30) / 2)

@@ -29,7 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stemtomo.core.geometry import check_angles, length_unit_px, raw_to_aligned
+from stemtomo.core.geometry import (
+    aligned_shape,
+    check_angles,
+    is_quarter_turn,
+    length_unit_px,
+    raw_to_aligned,
+)
 from stemtomo.core.imaging import DEFAULT_KAPPA, linearize, normalized_intensities
 from stemtomo.errors import ParameterError
 from stemtomo.recon.filters import angular_weights, filter_name, filter_rows
@@ -246,8 +252,12 @@ def line_integrals_from_stack(
     """Tilt series → aligned line integrals in voxel units, ready for :func:`wbp` / SIRT.
 
     Steps: intensities into [0, 1] (:func:`~stemtomo.core.imaging.normalized_intensities`), average
-    binning, rotation into the aligned frame (tilt axis along y; :func:`~stemtomo.core.geometry.raw_to_aligned`),
-    linearization (BF ``-log I / κ``, DF ``-log(1 - I) / κ``, clipped away from 0), × voxels per unit.
+    binning, linearization (BF ``-log I / κ``, DF ``-log(1 - I) / κ``, clipped away from 0), × voxels per
+    unit, rotation into the aligned frame (tilt axis along y; :func:`~stemtomo.core.geometry.raw_to_aligned`).
+    Rotating the line integrals, not the intensities, interpolates in the quantity that is linear in the
+    density; the corners a non-quarter-turn rotation brings in hold each image's mean line integral (as an
+    alignment's fill holds the image mean), not zero intensity, which in bright field linearizes to an
+    opaque ``-log(eps) / κ`` whose edges back-project as streaks.
 
     Parameters
     ----------
@@ -263,10 +273,21 @@ def line_integrals_from_stack(
     ``(line integrals (n_tilts, ny_a, nx_a) float32, normalization record)``.
     """
     intensities, record = normalized_intensities(stack, normalization)
-    t = torch.as_tensor(intensities, dtype=torch.float32, device=device)
-    t = raw_to_aligned(bin_images(t, bin_factor), tilt_axis_angle_deg)
-    ny, nx = t.shape[-2:]
-    return linearize(t, contrast, kappa) * length_unit_px(ny, nx), record
+    t = bin_images(torch.as_tensor(intensities, dtype=torch.float32, device=device), bin_factor)
+    ny, nx = aligned_shape(t.shape, tilt_axis_angle_deg)[-2:]
+    lines = linearize(t, contrast, kappa) * length_unit_px(ny, nx)
+    return rotate_mean_filled(lines, tilt_axis_angle_deg), record
+
+
+def rotate_mean_filled(images: torch.Tensor, tilt_axis_angle_deg: float) -> torch.Tensor:
+    """:func:`~stemtomo.core.geometry.raw_to_aligned` of ``(n, ny, nx)`` images padded with each image's
+    mean instead of zeros (quarter turns are exact and need no padding)."""
+    if is_quarter_turn(tilt_axis_angle_deg):
+        return raw_to_aligned(images, tilt_axis_angle_deg)
+    rotated = raw_to_aligned(images, tilt_axis_angle_deg)
+    cover = raw_to_aligned(images.new_ones((1, *images.shape[-2:])), tilt_axis_angle_deg)
+    mean = images.mean(dim=(-2, -1), keepdim=True)
+    return rotated + (1.0 - cover) * mean
 
 
 def default_geometry(config: WBPConfig, n_u: int) -> tuple[int, float | None]:
@@ -326,6 +347,7 @@ __all__ = [
     "half_set_indices",
     "line_integrals_from_stack",
     "reconstruct",
+    "rotate_mean_filled",
     "slab_mask",
     "wbp",
 ]
