@@ -20,14 +20,19 @@ axis near x: ``stemtomo simulate --phantom nanoparticles --contrast df --tilts -
 ``align`` bins 1k–4k images to), or ``--size N`` (the bench axes with seeds
 3/5/7/11 at N², slab N/3).
 
+``thick`` (held out for the automatic twin correction: cell slabs half the width and more, 96² slab 48 at
+axes 7°/−20° seeds 17/19, slab 56 at 90° seed 17, 128² slab 64 at 30° seed 17).
+
+``--off`` adds a column with ``AlignConfig(twin_correction=False)``, the default before the twin
+correction became automatic for thick slabs (CSV suffix ``_off``).
 ``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``); with
 ``--true-slab`` that run is also given the true slab thickness (as a sidecar's ``thickness_px`` would;
 suffix ``_twin_slab``).
 ``--prior-offset D`` adds a column: ``align --tilt-axis-angle (α + D) --axis-search-range 5`` (a
 recorded axis D degrees off, refined locally); its CSV gets the suffix ``_prior``.
 
-Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate|haadf|haadf512] [--size N] [--threads 1]
-[--prior-offset D] [--twin [--true-slab]]`` (``--quick``: seed 3 only).
+Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate|haadf|haadf512|thick] [--size N]
+[--threads 1] [--prior-offset D] [--off] [--twin [--true-slab]]`` (``--quick``: seed 3 only).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ HELDOUT = [(96, 32, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (11
 SIMULATE = [(64, 32, 7.0, seed) for seed in (1, 2, 3, 4)] + [(128, 64, 7.0, seed) for seed in (1, 2, 3)]
 HAADF = [(256, 128, alpha, seed) for alpha in (86.0, -87.5) for seed in (1, 2)]
 HAADF512 = [(512, 256, alpha, seed) for alpha in (86.0, -87.5) for seed in (1, 2)]
+THICK = [(96, 48, alpha, seed) for alpha in (7.0, -20.0) for seed in (17, 19)] + [(96, 56, 90.0, 17), (128, 64, 30.0, 17)]
 HAADF_DOSE = 200.0
 
 
@@ -109,21 +115,23 @@ def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float, an
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seed 3 only")
-    parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf", "haadf512"),
+    parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf", "haadf512", "thick"),
                         default="bench")
     parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prior-offset", type=float, default=None,
                         help="also refine a given axis α + D within ±5° (--axis-search-range)")
+    parser.add_argument("--off", action="store_true", help="also run without the twin correction (the previous default)")
     parser.add_argument("--twin", action="store_true", help="also run with the twin bias correction")
     parser.add_argument("--true-slab", action="store_true", help="give the twin run the true slab thickness")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512}
+    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512, "thick": THICK}
     cases = sized_cases(args.size) if args.size else sets[args.cases]
     cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
-    local_head = (f" {'local':>8}" if args.prior_offset is not None else "") + (f" {'twin':>8}" if args.twin else "")
+    local_head = ((f" {'local':>8}" if args.prior_offset is not None else "") + (f" {'off':>8}" if args.off else "")
+                  + (f" {'twin':>8}" if args.twin else ""))
     print(f"{'N':>4} {'α':>6} {'seed':>4} {'dose':>4} {'stretch':>8} {'default':>8}{local_head} {'shift RMS':>9} {'time':>6}")
     haadf = args.cases in ("haadf", "haadf512")
     for size, thickness, alpha, seed in cases:
@@ -147,6 +155,12 @@ def main() -> None:
                 local = coarse_align(raw, angles, cfg).tilt_axis_angle_deg
                 row["axis_error_local_deg"] = round(axis_difference(local, alpha), 3)
                 local_text = f" {row['axis_error_local_deg']:+8.2f}"
+            if args.off:
+                t1 = time.perf_counter()
+                off = coarse_align(raw, angles, AlignConfig(twin_correction=False)).tilt_axis_angle_deg
+                row["axis_error_off_deg"] = round(axis_difference(off, alpha), 3)
+                row["seconds_off"] = round(time.perf_counter() - t1, 2)
+                local_text += f" {row['axis_error_off_deg']:+8.2f}"
             if args.twin:
                 t1 = time.perf_counter()
                 slab = thickness if args.true_slab else None  # the SIMULATE rows carry simulate's N/2
@@ -160,6 +174,8 @@ def main() -> None:
     keys = [("axis_error_stretch_deg", "stretch"), ("axis_error_deg", "default")]
     if args.prior_offset is not None:
         keys.append(("axis_error_local_deg", "local"))
+    if args.off:
+        keys.append(("axis_error_off_deg", "off"))
     if args.twin:
         keys.append(("axis_error_twin_deg", "twin"))
     for key, label in keys:
@@ -168,7 +184,7 @@ def main() -> None:
     print(f"default shift RMS mean {np.mean([r['shift_rms_px'] for r in rows]):.2f} px")
     RESULTS.mkdir(exist_ok=True)
     tag = f"_{args.size}" if args.size else "" if args.cases == "bench" else f"_{args.cases}"
-    name = f"bench_align_axis{tag}{'_prior' if args.prior_offset is not None else ''}{'_twin' if args.twin else ''}{'_slab' if args.twin and args.true_slab else ''}{'_quick' if args.quick else ''}.csv"
+    name = f"bench_align_axis{tag}{'_prior' if args.prior_offset is not None else ''}{'_off' if args.off else ''}{'_twin' if args.twin else ''}{'_slab' if args.twin and args.true_slab else ''}{'_quick' if args.quick else ''}.csv"
     with open(RESULTS / name, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -121,3 +121,26 @@ def test_twin_series_removes_the_overlap_bias_of_the_flow_estimate() -> None:
     assert flow is not None and corrected is not None
     assert abs(corrected) < 0.3 < abs(flow), (corrected, flow)
     assert corrected_flow_axis(lines, torch.zeros_like(lines), ANGLES, 0.0, np.zeros((ANGLES.size, 2)), 48) is None
+
+
+def test_twin_correction_is_automatic_for_thick_slabs_only() -> None:
+    """AlignConfig.twin_correction None: the slab is estimated from the aligned data and the twin is used from
+    TWIN_MIN_FRACTION of the width (96² slab 48: yes, its depth the estimate; slab 32: no); True forces it (half
+    the width without a known slab), a known slab decides without an estimate."""
+    from stemtomo.align.coarse import TWIN_MIN_FRACTION, _twin_depth
+    from stemtomo.align.twin import estimated_slab_px
+
+    zero = np.zeros((ANGLES.size, 2))
+    depths = {}
+    for slab in (32, 48):
+        vol, _ = cell_phantom(96, slab, np.random.default_rng(5))
+        lines = (forward_project(torch.tensor(vol), ANGLES, thickness_px=slab) / length_unit_px(96, 96)).float()
+        valid = torch.ones_like(lines)
+        found = estimated_slab_px(lines, valid, ANGLES, 0.0, zero)
+        assert found is not None and found[0] == pytest.approx(slab, rel=0.1), (slab, found)
+        depths[slab] = _twin_depth(lines, valid, ANGLES, 0.0, zero, None, None)
+        assert _twin_depth(lines, valid, ANGLES, 0.0, zero, None, True) == 48
+        assert _twin_depth(lines, valid, ANGLES, 0.0, zero, 40, None) is None  # 40 < 0.42 · 96
+        assert _twin_depth(lines, valid, ANGLES, 0.0, zero, 44, None) == 44
+    assert TWIN_MIN_FRACTION * 96 > 32 * 1.1 and depths[32] is None
+    assert depths[48] is not None and 44 <= depths[48] <= 56, depths

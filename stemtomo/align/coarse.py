@@ -49,6 +49,10 @@ from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 
 log = logging.getLogger(__name__)
 
+TWIN_MIN_FRACTION = 0.42
+"""With :attr:`AlignConfig.twin_correction` None, the twin correction is applied to slabs at least this fraction
+of the image width thick (between the bench's cell slabs, a third, where it does not pay, and ``simulate``'s
+default, a half, where it does)."""
 AGREE_DEG = 3.0
 """The stretch-refined and the displacement-direction α are averaged when they are this close, and the latter
 is used alone otherwise (see :attr:`AlignConfig.flow_axis`)."""
@@ -94,16 +98,20 @@ class AlignConfig:
     :func:`~stemtomo.align.shifts.neighbour_shifts`: 3.85° (9.90°, 0) → 1.68° (4.21°, 2)). With it the whole of
     coarse_align took 2.7 s at 96² and 8.3 s at 192² (41 tilts), 8.6 s on a 128² simulate series (67
     tilts), one thread (2.4 s, 8.3 s and 5.8 s with the previous flow criterion)."""
-    twin_correction: bool = False
+    twin_correction: bool | None = None
     """Correct the displacement-direction α for the bias of the specimen's overlaps, measured on a "twin"
     series reprojected from a WBP of the data (:func:`~stemtomo.align.twin.corrected_flow_axis`), before it
-    is combined with the stretch estimate. For thick specimens; off by default. Measured |error| mean (max,
-    count < 0.5°), default → with the correction (``benchmarks/bench_align_axis.py --twin``): 14
-    ``stemtomo simulate`` default series (slab half the width) 1.68° (4.21°, 2) → 0.73° (2.05°, 8); 24 cell
-    slabs a third of the width 0.56° (1.51°, 12) → 0.70° (3.18°, 13); 8 HAADF-like series 0.35° (1.07°, 6) → 0.18° (0.42°, 8); 14 held-out ones 0.58° (1.14°, 7) →
-    0.63° (1.16°, 6); given the true slab (``thickness_px``, as ``stemtomo align`` takes it from a sidecar)
-    bench 0.43° (1.35°, 15), held out 0.66° (1.24°, 5). Costs one WBP and two more flow searches (about 5 s instead of 3 s at 96², 9 s
-    instead of 5 s for the simulate series, one thread each, two benchmarks at once)."""
+    is combined with the stretch estimate. None (default): only for thick specimens, a slab (``thickness_px``,
+    else estimated from the data aligned at the uncorrected α: :func:`~stemtomo.align.twin.estimated_slab_px`)
+    at least :data:`TWIN_MIN_FRACTION` of the image width; True: always (depth ``thickness_px``, else half the
+    width); False: never. Measured |error| mean (max, count < 0.5°), False → None (``benchmarks/bench_align_axis.py
+    --off``, 2026-12-02): 14 ``stemtomo simulate`` default series (slab half the width) 1.68° (4.21°, 2) →
+    0.73° (2.05°, 8); 12 held-out thick cell slabs (``--cases thick``, never used to choose anything) 1.37°
+    (4.79°, 3) → 0.92° (2.06°, 3); 24 cell slabs a third of the width 0.56° (1.51°, 12) → 0.57° (1.51°, 12)
+    (one estimated thick enough); 14 held-out ones unchanged, 0.58° (1.14°, 7). True on the slabs a third
+    of the width: 0.70° (3.18°, 13), with the true slab 0.43° (1.35°, 15); held out 0.63° / 0.66°. The slab
+    estimate costs about 0.5 s at 96² and the correction one WBP and two flow searches (simulate series
+    3.2 s → 6.3 s, one thread, two benchmarks at once)."""
     lowpass_sigma_px: float = 1.0
     """Gaussian low-pass (real-space σ, pixels) applied before correlation, against noise."""
     highpass_sigma_px: float = 0.0
@@ -273,11 +281,14 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
             alone = min(imgs.shape[-2:]) >= STRETCH_ALONE_PX
             if flow_alpha is not None:
                 alpha = _combine(stretch_alpha, flow_alpha, alone)
-            if flow_alpha is not None and config.twin_correction:
+            nz = None
+            if flow_alpha is not None and config.twin_correction is not False:
+                s_alpha = uv_to_raw(shifts_at(alpha, max_shift)[0], alpha)
+                nz = _twin_depth(imgs, valid, angles, alpha, s_alpha, slab_nz, config.twin_correction)
+            if flow_alpha is not None and nz is not None:
                 from stemtomo.align.twin import corrected_flow_axis
 
-                nz = slab_nz or max(4, min(imgs.shape[-2:]) // 2)
-                corrected = corrected_flow_axis(imgs, valid, angles, alpha, uv_to_raw(shifts_at(alpha, max_shift)[0], alpha), nz)
+                corrected = corrected_flow_axis(imgs, valid, angles, alpha, s_alpha, nz)
                 log.debug("tilt axis: twin-corrected displacement direction %s",
                           "none" if corrected is None else f"{corrected:.2f}°")
                 if corrected is not None:
@@ -309,6 +320,31 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
         shifts_uv = shifts_uv - shifts_uv[ref]
     log.debug("tilt axis %.2f°, shifts up to %.1f px", alpha, float(np.abs(shifts_uv).max()) * factor)
     return Alignment(alpha, uv_to_raw(shifts_uv, alpha) * factor, scores, ref)
+
+
+def _twin_depth(imgs: torch.Tensor, valid: torch.Tensor, angles: np.ndarray, alpha: float, shifts_xy: np.ndarray,
+                slab_nz: int | None, forced: bool | None) -> int | None:
+    """Depth (binned pixels) of the twin's WBP, or None for no twin correction (:attr:`AlignConfig.twin_correction`):
+    forced, the given slab or half the width; automatic, only for a slab (given, else estimated from the data
+    aligned at ``alpha``) at least :data:`TWIN_MIN_FRACTION` of the image width thick."""
+    width = min(imgs.shape[-2:])
+    if forced:
+        return slab_nz or max(4, width // 2)
+    if slab_nz is not None:
+        thickness, enclosing = float(slab_nz), float(slab_nz)
+    else:
+        from stemtomo.align.twin import estimated_slab_px
+
+        found = estimated_slab_px(imgs, valid, angles, alpha, shifts_xy)
+        if found is None:
+            return None
+        thickness, enclosing = found
+    if thickness < TWIN_MIN_FRACTION * width:
+        log.debug("tilt axis: slab %.1f of %d px, no twin correction", thickness, width)
+        return None
+    log.info("tilt axis: a thick specimen (slab ≈ %.0f%% of the width): correcting the displacement direction "
+             "by a twin series (--no-twin-correction: off)", 100.0 * thickness / width)
+    return max(4, min(round(enclosing), max(imgs.shape[-2:])))
 
 
 def _interpolate_shifts(shifts_xy: np.ndarray, angles: np.ndarray, usable: np.ndarray) -> np.ndarray:
