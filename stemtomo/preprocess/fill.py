@@ -4,8 +4,9 @@ IMOD's ``newstack`` and :func:`stemtomo.align.apply_xf` (``stemtomo align``, ``-
 shift or rotation brings in from outside the raw image with the image's mean; a non-quarter-turn
 :func:`~stemtomo.core.geometry.raw_to_aligned` pads them with zeros. Those pixels are not data. Trained on,
 they pull the implicit volume's borders toward the fill value (on a 64² `simulate` series aligned with its
-true transforms, 13 % fill: 3D PSNR 15.40 → 16.10 dB, 2D 22.3 → 24.9 dB when left out); back-projected,
-their edges make sheets far from the slab that threw the slab-thickness estimate 35 px off.
+true transforms, 14 % fill, ``recon --method l2``: 3D PSNR 15.40 → 16.15 dB, 2D 22.3 → 25.8 dB when left
+out); back-projected, their edges make sheets far from the slab that threw the slab-thickness estimate 35 px
+off (``benchmarks/bench_thickness.py``).
 
 Where the pixels come from:
 

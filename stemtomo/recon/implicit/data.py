@@ -7,8 +7,8 @@ coordinates ``(u, v)``, its angle θ and its target intensity; no per-ray arrays
 crosses the host–device boundary.
 
 Validation uses held-out tilts (every k-th, never trained on) and a fixed random subset of their pixels.
-Pixels marked as not measured (``valid`` False: the fill of an aligned stack,
-:func:`stemtomo.preprocess.fill.fill_mask`) are never drawn, for training or validation; their flat indices
+Pixels marked as not measured (``valid`` False: the fill of an aligned stack or a rotation's padding,
+:func:`stemtomo.preprocess.fill.prepared_support`) are never drawn, for training or validation; their flat indices
 are then held as an int32 table on the device (4 bytes per measured pixel).
 """
 
