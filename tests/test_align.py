@@ -215,6 +215,7 @@ def test_align_cli_end_to_end(workdir: Path, cli) -> None:
     # the same axis. This 64² series, 24 px thick with 4° steps, is hard for every criterion.
     assert abs(abs(meta["alignment"]["tilt_axis_angle_deg"]) - 90.0) < 1.5
     assert meta["tilt_axis_angle_deg"] == 0.0  # the output is aligned
+    assert meta["alignment"]["twin_depth_px"] is None  # the sidecar's slab, 24 of 64 px: thin, no twin
     assert meta["alignment"]["holdout_error_after"] < meta["alignment"]["holdout_error_before"]
     assert len(Path("ali.xf").read_text().splitlines()) == 31
     assert Path("ali_shifts.png").stat().st_size > 1000

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from stemtomo.align import AlignConfig, coarse_align
 from stemtomo.align.flow import displacement_slope, in_bounds, refine_axis_by_flow
 from stemtomo.align.shifts import tilt_pairs
 from stemtomo.core.geometry import length_unit_px, raw_to_aligned
@@ -144,3 +145,7 @@ def test_twin_correction_is_automatic_for_thick_slabs_only() -> None:
         assert _twin_depth(lines, valid, ANGLES, 0.0, zero, 44, None) == 44
     assert TWIN_MIN_FRACTION * 96 > 32 * 1.1 and depths[32] is None
     assert depths[48] is not None and 44 <= depths[48] <= 56, depths
+    result = coarse_align(lines, ANGLES, AlignConfig(tilt_axis_angle_deg=2.0, axis_search_range_deg=5.0))
+    assert result.twin_depth_px is not None and 44 <= result.twin_depth_px <= 56  # the last slab, 48
+    assert coarse_align(lines, ANGLES, AlignConfig(tilt_axis_angle_deg=2.0, axis_search_range_deg=5.0,
+                                                   twin_correction=False)).twin_depth_px is None

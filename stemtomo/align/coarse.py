@@ -166,6 +166,8 @@ class Alignment:
     reference_index : index of the reference tilt (nearest usable one to 0°).
     excluded : the tilts left out as carrying no usable signal (:func:`usable_tilts`), index → reason; their
         shifts are interpolated from their neighbours'.
+    twin_depth_px : depth (input pixels) of the twin series that corrected the displacement-direction α
+        (:attr:`AlignConfig.twin_correction`), None when no twin correction was made.
     """
 
     tilt_axis_angle_deg: float
@@ -173,6 +175,7 @@ class Alignment:
     axis_scores: np.ndarray
     reference_index: int
     excluded: dict[int, str] = dataclasses.field(default_factory=dict)
+    twin_depth_px: float | None = None
 
 
 def coarse_align(
@@ -232,7 +235,7 @@ def coarse_align(
         sub = _align_prepared(imgs[keep], valid[keep], weight[keep], filtered[keep], angles[usable], config, factor,
                               high, progress)
         return Alignment(sub.tilt_axis_angle_deg, _interpolate_shifts(sub.shifts_xy, angles, usable), sub.axis_scores,
-                         int(np.flatnonzero(usable)[sub.reference_index]), reasons)
+                         int(np.flatnonzero(usable)[sub.reference_index]), reasons, sub.twin_depth_px)
     return _align_prepared(imgs, valid, weight, filtered, angles, config, factor, high, progress)
 
 
@@ -254,6 +257,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
         return solved[key]
 
     given = config.tilt_axis_angle_deg
+    twin_depth = None
     if given is None or config.axis_search_range_deg is not None:
         if progress:
             progress("tilt axis")
@@ -289,6 +293,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
                 from stemtomo.align.twin import corrected_flow_axis
 
                 corrected = corrected_flow_axis(imgs, valid, angles, alpha, s_alpha, nz)
+                twin_depth = None if corrected is None else float(nz * factor)
                 log.debug("tilt axis: twin-corrected displacement direction %s",
                           "none" if corrected is None else f"{corrected:.2f}°")
                 if corrected is not None:
@@ -319,7 +324,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
         )
         shifts_uv = shifts_uv - shifts_uv[ref]
     log.debug("tilt axis %.2f°, shifts up to %.1f px", alpha, float(np.abs(shifts_uv).max()) * factor)
-    return Alignment(alpha, uv_to_raw(shifts_uv, alpha) * factor, scores, ref)
+    return Alignment(alpha, uv_to_raw(shifts_uv, alpha) * factor, scores, ref, twin_depth_px=twin_depth)
 
 
 def _twin_depth(imgs: torch.Tensor, valid: torch.Tensor, angles: np.ndarray, alpha: float, shifts_xy: np.ndarray,

@@ -203,6 +203,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
         "xf_file": xf_path.name,
         "holdout_error_before": result.score_before,
         "holdout_error_after": result.score_after,
+        "twin_depth_px": al.twin_depth_px,
         **alignment_coverage_record(result.xf[result.kept], stack.shape, result.aligned.shape),
     }
     if al.excluded:  # indices into the input stack (and the .xf lines); the aligned stack lacks these images
