@@ -103,7 +103,8 @@ class AlignConfig:
     series reprojected from a WBP of the data (:func:`~stemtomo.align.twin.corrected_flow_axis`), before it
     is combined with the stretch estimate. None (default): only for thick specimens, a slab (``thickness_px``,
     else estimated from the data aligned at the uncorrected α: :func:`~stemtomo.align.twin.estimated_slab_px`)
-    at least :data:`TWIN_MIN_FRACTION` of the image width; True: always (depth ``thickness_px``, else half the
+    at least :data:`TWIN_MIN_FRACTION` of the image width, and not from :data:`STRETCH_ALONE_PX` when the two
+    criteria agree (the stretch α is kept there either way); True: always (depth ``thickness_px``, else half the
     width); False: never. Measured |error| mean (max, count < 0.5°), False → None (``benchmarks/bench_align_axis.py
     --off``, 2026-12-02): 14 ``stemtomo simulate`` default series (slab half the width) 1.68° (4.21°, 2) →
     0.73° (2.05°, 8); 12 held-out thick cell slabs (``--cases thick``, never used to choose anything) 1.37°
@@ -286,7 +287,10 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
             if flow_alpha is not None:
                 alpha = _combine(stretch_alpha, flow_alpha, alone)
             nz = None
-            if flow_alpha is not None and config.twin_correction is not False:
+            # automatic: not where the stretch α is kept anyway (large images, criteria agreeing), which would
+            # cost a large WBP (512²: 316 s against about 70 s per series) for nothing
+            kept = alone and flow_alpha is not None and abs(flow_alpha - stretch_alpha) <= AGREE_DEG
+            if flow_alpha is not None and (config.twin_correction or (config.twin_correction is None and not kept)):
                 s_alpha = uv_to_raw(shifts_at(alpha, max_shift)[0], alpha)
                 nz = _twin_depth(imgs, valid, angles, alpha, s_alpha, slab_nz, config.twin_correction)
             if flow_alpha is not None and nz is not None:
