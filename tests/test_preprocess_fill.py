@@ -103,8 +103,9 @@ def test_measured_pixels_from_the_sidecar_record(rng: np.random.Generator) -> No
     assert torch.equal(binned, bin_images(measured.float(), 2) == 1.0)
     assert measured_pixels(aligned.numpy(), Metadata()) is None
     detected = measured_pixels(aligned.numpy(), Metadata(), detect=True)
-    assert detected is not None and not bool((~measured & ~detected).any())  # every uncovered pixel is found
-    assert int((detected & measured).sum()) <= 2 * 16 + 2 * 20  # and at most a 2-px rim more
+    assert detected is not None and not bool((detected & ~measured).any())  # every uncovered pixel is found
+    assert int((~detected & measured).sum()) <= 2 * 16 + 2 * 20  # and at most a 2-px rim more is left out
+    assert float(detected.float().mean()) > 0.6  # True at the measured pixels, not at the fill
     assert measured_pixels(aligned.numpy(), Metadata(extra={"alignment": {"transforms": "bad"}})) is None
 
 

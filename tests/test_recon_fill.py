@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_recon_phantom import clean_series, phantom, series_image
+from test_recon_phantom import ANGLES, THICKNESS, clean_series, phantom, series_image
 
-from stemtomo.align import apply_xf, xf_from_alignment
+from stemtomo.align import apply_xf, xf_coverage, xf_from_alignment
 from stemtomo.core.fields import FieldConfig
 from stemtomo.errors import InputError
 from stemtomo.preprocess.fill import alignment_coverage_record
@@ -81,3 +81,33 @@ def test_build_trainer_leaves_out_the_fill_of_an_aligned_stack() -> None:
     corners = build_trainer(rotated, cfg, CPU).data.train_pixels
     assert corners is not None and 0.85 * n * ny * nx < corners.numel() < n * ny * nx
     assert build_trainer(series_image(clean.numpy()), cfg, CPU).data.train_pixels is None
+
+
+def test_build_trainer_detects_the_fill_of_a_stack_without_sidecar(tmp_path) -> None:
+    """An aligned stack from elsewhere (an IMOD ``.ali``: mean fill, no sidecar, Poisson noise): the fill is
+    found in the images and left out, the measured pixels are kept (not the other way round)."""
+    import mrcfile
+
+    from stemtomo.io import read_stack
+
+    clean = torch.from_numpy(clean_series(phantom())).float()
+    n, ny, nx = clean.shape
+    noisy = torch.poisson(clean * 200.0, generator=torch.Generator().manual_seed(1)) / 200.0
+    shifts = np.zeros((n, 2))
+    shifts[:, 0] = 3.0
+    xf = xf_from_alignment(0.0, shifts)
+    aligned = apply_xf(noisy, xf).numpy()
+    path = tmp_path / "elsewhere.ali"
+    with mrcfile.new(str(path)) as mrc:
+        mrc.set_data(aligned.astype(np.float32))
+    image = read_stack(path, angles=ANGLES.tolist())
+    image.meta.thickness_px = THICKNESS
+    cfg = ReconConfig(method="l2", iterations=1, field=VOXEL, val_every_kth_tilt=0)
+    pixels = build_trainer(image, cfg, CPU).data.train_pixels
+    assert pixels is not None
+    per_tilt = torch.bincount(pixels.long() // (ny * nx), minlength=n)
+    # 3 fill columns, plus at most the 2-px dilation and the interpolated seam
+    assert bool((per_tilt <= ny * (nx - 3)).all()) and bool((per_tilt >= ny * (nx - 6)).all()), per_tilt
+    left_out = torch.ones(n, ny, nx, dtype=torch.bool)
+    left_out.view(-1)[pixels.long()] = False
+    assert bool(left_out[~xf_coverage(xf, (ny, nx))].all())  # the fill is never drawn

@@ -142,8 +142,8 @@ def measured_pixels(images: np.ndarray | torch.Tensor, meta: Metadata, *, detect
         return None if bool(cover.all()) else cover
     if not detect:
         return None
-    detected = fill_mask(torch.as_tensor(np.asarray(images, dtype=np.float32), device=device))
-    return detected if bool(detected.any()) else None
+    fill = fill_mask(torch.as_tensor(np.asarray(images, dtype=np.float32), device=device))
+    return ~fill if bool(fill.any()) else None
 
 
 def bin_measured(mask: torch.Tensor, factor: int) -> torch.Tensor:
