@@ -24,8 +24,9 @@ def _json(cli, *args: str) -> dict:
 
 def test_tilt_series_with_sidecar(workdir: Path, cli, rng: np.random.Generator) -> None:
     data = rng.random((5, 6, 7), dtype=np.float32)
+    transforms = [[1.0, 0.0, 0.0, 1.0, float(i), -1.5] for i in range(12)]  # as the alignment record holds
     meta = Metadata(kind="tilt_series", tilt_angles_deg=ANGLES, pixel_size_angstrom=2.5, tilt_axis_angle_deg=90.0,
-                    contrast="df", extra={"noise": {"dose": 50}})
+                    contrast="df", extra={"noise": {"dose": 50}, "alignment": {"transforms": transforms, "applied": True}})
     write_image("ts.mrc", data, meta, provenance=make_provenance("simulate", {"seed": 1}))
     out = _json(cli, "ts.mrc")
     assert out["shape"] == [5, 6, 7] and out["dtype"] == "float32"
@@ -37,11 +38,13 @@ def test_tilt_series_with_sidecar(workdir: Path, cli, rng: np.random.Generator) 
     assert out["tilt_angle_summary"] == {"count": 5, "min": -60.0, "max": 60.0, "step": 30.0}
     assert [r["command"] for r in out["provenance"]] == ["simulate"]
     assert out["sources"]["tilt_angles_deg"] == "sidecar"
-    assert out["extra"] == {"noise": {"dose": 50}}  # command-specific sidecar keys are shown too
+    assert out["extra"] == {"noise": {"dose": 50}, "alignment": {"transforms": transforms, "applied": True}}
     table = cli("info", "ts.mrc")
     assert table.exit_code == 0
-    for text in ("tilt_series", "[5, 6, 7]", "2.5", "5: -60.00 … 60.00, step 30.00", "simulate (stemtomo", "dose=50"):
+    for text in ("tilt_series", "[5, 6, 7]", "2.5", "5: -60.00 … 60.00, step 30.00", "simulate (stemtomo", "dose=50",
+                 "transforms=[12 × 6 values"):
         assert text in table.stdout, text
+    assert "-1.5" not in table.stdout  # long per-tilt lists are summarized in the table
     assert table.stderr == ""
 
 

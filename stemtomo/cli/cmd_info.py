@@ -93,9 +93,17 @@ def _print_table(summary: dict[str, Any]) -> None:
     stdout_console().print(table)
 
 
+_LONG_LIST = 8
+"""Longer lists (per-tilt shifts, transforms) are summarized in the table; ``--json`` gives them whole."""
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, (list, tuple)) and len(value) > _LONG_LIST:
+        first = value[0]
+        shape = f"{len(value)} × {len(first)}" if isinstance(first, (list, tuple)) else str(len(value))
+        return f"[{shape} values: --json lists them]"
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
         return ", ".join(f"{v:.6g}" for v in value)
     if isinstance(value, dict):
