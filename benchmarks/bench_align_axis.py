@@ -23,8 +23,8 @@ axis near x: ``stemtomo simulate --phantom nanoparticles --contrast df --tilts -
 ``thick`` (held out for the automatic twin correction: cell slabs half the width and more, 96² slab 48 at
 axes 7°/−20° seeds 17/19, slab 56 at 90° seed 17, 128² slab 64 at 30° seed 17).
 
-``--off`` adds a column with ``AlignConfig(twin_correction=False)``, the default before the twin
-correction became automatic for thick slabs (CSV suffix ``_off``).
+``--off`` adds a column with ``AlignConfig(twin_correction=False)``, no twin correction (the default before
+2026-12-02; CSV suffix ``_off``).
 ``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``); with
 ``--true-slab`` that run is also given the true slab thickness (as a sidecar's ``thickness_px`` would;
 suffix ``_twin_slab``).

@@ -211,11 +211,12 @@ def test_align_cli_end_to_end(workdir: Path, cli) -> None:
     res = cli("align", "sim/clean.mrc", "-o", "ali.mrc", "--device", "cpu", "-q")
     assert res.exit_code == 0, res.output
     meta = yaml.safe_load(Path("ali.mrc.yaml").read_text())
-    # measured -88.66° (stretch refinement alone -88.98°, profile search alone 88.0°); α and α ± 180° are
-    # the same axis. This 64² series, 24 px thick with 4° steps, is hard for every criterion.
+    # measured 88.87° (−88.66° without the twin correction, stretch refinement alone −88.98°, profile search
+    # alone 88.0°); α and α ± 180° are the same axis. This 64² series, 24 px thick with 4° steps, is hard for
+    # every criterion.
     assert abs(abs(meta["alignment"]["tilt_axis_angle_deg"]) - 90.0) < 1.5
     assert meta["tilt_axis_angle_deg"] == 0.0  # the output is aligned
-    assert meta["alignment"]["twin_depth_px"] is None  # the sidecar's slab, 24 of 64 px: thin, no twin
+    assert meta["alignment"]["twin_depth_px"] == 24.0  # the twin of both criteria, as deep as the sidecar's slab
     assert meta["alignment"]["holdout_error_after"] < meta["alignment"]["holdout_error_before"]
     assert len(Path("ali.xf").read_text().splitlines()) == 31
     assert Path("ali_shifts.png").stat().st_size > 1000

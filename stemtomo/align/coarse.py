@@ -50,9 +50,9 @@ from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 log = logging.getLogger(__name__)
 
 TWIN_MIN_FRACTION = 0.42
-"""With :attr:`AlignConfig.twin_correction` None, the twin correction is applied to slabs at least this fraction
-of the image width thick (between the bench's cell slabs, a third, where it does not pay, and ``simulate``'s
-default, a half, where it does)."""
+"""Slabs at least this fraction of the image width thick get only the displacement direction twin-corrected
+(:attr:`AlignConfig.twin_correction`): set between the bench's cell slabs, a third, where correcting the stretch
+criterion too pays, and ``simulate``'s default, a half, where it does not."""
 AGREE_DEG = 3.0
 """The stretch-refined and the displacement-direction α are averaged when they are this close, and the latter
 is used alone otherwise (see :attr:`AlignConfig.flow_axis`)."""
@@ -99,20 +99,19 @@ class AlignConfig:
     coarse_align took 2.7 s at 96² and 8.3 s at 192² (41 tilts), 8.6 s on a 128² simulate series (67
     tilts), one thread (2.4 s, 8.3 s and 5.8 s with the previous flow criterion)."""
     twin_correction: bool | None = None
-    """Correct the displacement-direction α for the bias of the specimen's overlaps, measured on a "twin"
-    series reprojected from a WBP of the data (:func:`~stemtomo.align.twin.corrected_flow_axis`), before it
-    is combined with the stretch estimate. None (default): only for thick specimens, a slab (``thickness_px``,
-    else estimated from the data aligned at the uncorrected α: :func:`~stemtomo.align.twin.estimated_slab_px`)
-    at least :data:`TWIN_MIN_FRACTION` of the image width, and not from :data:`STRETCH_ALONE_PX` when the two
-    criteria agree (the stretch α is kept there either way); True: always (depth ``thickness_px``, else half the
-    width); False: never. Measured |error| mean (max, count < 0.5°), False → None (``benchmarks/bench_align_axis.py
-    --off``, 2026-12-02): 14 ``stemtomo simulate`` default series (slab half the width) 1.68° (4.21°, 2) →
-    0.73° (2.05°, 8); 12 held-out thick cell slabs (``--cases thick``, never used to choose anything) 1.37°
-    (4.79°, 3) → 0.92° (2.06°, 3); 24 cell slabs a third of the width 0.56° (1.51°, 12) → 0.57° (1.51°, 12)
-    (one estimated thick enough); 14 held-out ones unchanged, 0.58° (1.14°, 7). True on the slabs a third
-    of the width: 0.70° (3.18°, 13), with the true slab 0.43° (1.35°, 15); held out 0.63° / 0.66°. The slab
-    estimate costs about 0.5 s at 96² and the correction one WBP and two flow searches (simulate series
-    3.2 s → 6.3 s, one thread, two benchmarks at once)."""
+    """Correct the axis criteria for the bias of the specimen's overlaps, measured on a "twin" series reprojected
+    from a WBP of the data aligned at the uncorrected α (:func:`~stemtomo.align.twin.twin_corrected_axes`). Its
+    depth is the slab (``thickness_px``, else estimated from the data: :func:`~stemtomo.align.twin.estimated_slab_px`;
+    none found: no correction). On thin slabs both criteria are corrected and combined as before; on thick ones
+    (at least :data:`TWIN_MIN_FRACTION` of the width), where the stretch criterion's reading on the twin does not
+    help, only the displacement direction. None (default): from :data:`STRETCH_ALONE_PX` only when the two criteria
+    disagree (the stretch α is kept otherwise, and a large twin costs minutes); True: always; False: never.
+    Measured |error| mean (max, count < 0.5°), False → None (``benchmarks/bench_align_axis.py --off``,
+    2026-12-02): 24 bench cell slabs a third of the width 0.56° (1.51°, 12) → 0.38° (1.27°, 17); 14 held-out
+    ones 0.58° (1.14°, 7) → 0.28° (0.79°, 12); 14 ``stemtomo simulate`` default series (slab half the width)
+    1.68° (4.21°, 2) → 0.73° (2.05°, 8); 12 held-out thick slabs (``--cases thick``) 1.37° (4.79°, 3) → 0.99°
+    (2.06°, 3); 8 HAADF-like 256² series unchanged, 0.32° (0.53°, 6). Costs a slab estimate, a WBP and three
+    more criterion readings: about 2× the alignment time below 192 px (bench 2.9 s → 6.2 s per series)."""
     lowpass_sigma_px: float = 1.0
     """Gaussian low-pass (real-space σ, pixels) applied before correlation, against noise."""
     highpass_sigma_px: float = 0.0
@@ -286,22 +285,25 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
             alone = min(imgs.shape[-2:]) >= STRETCH_ALONE_PX
             if flow_alpha is not None:
                 alpha = _combine(stretch_alpha, flow_alpha, alone)
-            nz = None
+            plan = None
             # automatic: not where the stretch α is kept anyway (large images, criteria agreeing), which would
             # cost a large WBP (512²: 316 s against about 70 s per series) for nothing
             kept = alone and flow_alpha is not None and abs(flow_alpha - stretch_alpha) <= AGREE_DEG
             if flow_alpha is not None and (config.twin_correction or (config.twin_correction is None and not kept)):
                 s_alpha = uv_to_raw(shifts_at(alpha, max_shift)[0], alpha)
-                nz = _twin_depth(imgs, valid, angles, alpha, s_alpha, slab_nz, config.twin_correction)
-            if flow_alpha is not None and nz is not None:
-                from stemtomo.align.twin import corrected_flow_axis
+                plan = _twin_plan(imgs, valid, angles, alpha, s_alpha, slab_nz)
+            if plan is not None:
+                from stemtomo.align.twin import twin_corrected_axes
 
-                corrected = corrected_flow_axis(imgs, valid, angles, alpha, s_alpha, nz)
-                twin_depth = None if corrected is None else float(nz * factor)
-                log.debug("tilt axis: twin-corrected displacement direction %s",
-                          "none" if corrected is None else f"{corrected:.2f}°")
-                if corrected is not None:
-                    alpha = _combine(stretch_alpha, corrected, alone)
+                nz, thick = plan
+                flow_c, stretch_c = twin_corrected_axes(imgs, valid, angles, alpha, s_alpha, nz, stretch=not thick,
+                                                        lowpass_sigma_px=config.lowpass_sigma_px)
+                log.debug("tilt axis: twin-corrected displacement direction %s, stretch %s",
+                          "none" if flow_c is None else f"{flow_c:.2f}°",
+                          "none" if stretch_c is None else f"{stretch_c:.2f}°")
+                if flow_c is not None:
+                    twin_depth = float(nz * factor)
+                    alpha = _combine(stretch_alpha if stretch_c is None else stretch_c, flow_c, alone)
         alpha = wrap_axis_angle(alpha)
         if given is not None and config.axis_search_range_deg is not None:
             off = axis_difference(alpha, given)
@@ -331,14 +333,12 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
     return Alignment(alpha, uv_to_raw(shifts_uv, alpha) * factor, scores, ref, twin_depth_px=twin_depth)
 
 
-def _twin_depth(imgs: torch.Tensor, valid: torch.Tensor, angles: np.ndarray, alpha: float, shifts_xy: np.ndarray,
-                slab_nz: int | None, forced: bool | None) -> int | None:
-    """Depth (binned pixels) of the twin's WBP, or None for no twin correction (:attr:`AlignConfig.twin_correction`):
-    forced, the given slab or half the width; automatic, only for a slab (given, else estimated from the data
-    aligned at ``alpha``) at least :data:`TWIN_MIN_FRACTION` of the image width thick."""
+def _twin_plan(imgs: torch.Tensor, valid: torch.Tensor, angles: np.ndarray, alpha: float, shifts_xy: np.ndarray,
+               slab_nz: int | None) -> tuple[int, bool] | None:
+    """``(depth of the twin's WBP in binned pixels, thick)`` for the slab (given, else estimated from the data
+    aligned at ``alpha``), or None when no slab is found. Thick: at least :data:`TWIN_MIN_FRACTION` of the image
+    width, where only the displacement direction is corrected (:attr:`AlignConfig.twin_correction`)."""
     width = min(imgs.shape[-2:])
-    if forced:
-        return slab_nz or max(4, width // 2)
     if slab_nz is not None:
         thickness, enclosing = float(slab_nz), float(slab_nz)
     else:
@@ -346,14 +346,14 @@ def _twin_depth(imgs: torch.Tensor, valid: torch.Tensor, angles: np.ndarray, alp
 
         found = estimated_slab_px(imgs, valid, angles, alpha, shifts_xy)
         if found is None:
+            log.debug("tilt axis: no slab found, no twin correction")
             return None
         thickness, enclosing = found
-    if thickness < TWIN_MIN_FRACTION * width:
-        log.debug("tilt axis: slab %.1f of %d px, no twin correction", thickness, width)
-        return None
-    log.info("tilt axis: a thick specimen (slab ≈ %.0f%% of the width): correcting the displacement direction "
-             "by a twin series (--no-twin-correction: off)", 100.0 * thickness / width)
-    return max(4, min(round(enclosing), max(imgs.shape[-2:])))
+    thick = thickness >= TWIN_MIN_FRACTION * width
+    (log.info if thick else log.debug)(
+        "tilt axis: slab ≈ %.0f%% of the width: correcting %s by a twin series", 100.0 * thickness / width,
+        "the displacement direction" if thick else "both criteria")
+    return max(4, min(round(enclosing), max(imgs.shape[-2:]))), thick
 
 
 def _interpolate_shifts(shifts_xy: np.ndarray, angles: np.ndarray, usable: np.ndarray) -> np.ndarray:

@@ -1,17 +1,15 @@
-"""Bias correction of the displacement-direction axis estimate by a "twin" series (automatic for thick slabs).
+"""Bias correction of the tilt-axis criteria by a "twin" series.
 
-The flow estimate of :mod:`stemtomo.align.flow` errs by an amount set by the specimen's overlaps (features at
-different depths sliding past each other), not by the alignment around it. A twin series with the same
-overlaps but, by construction, no axis error is the reprojection of a WBP of the aligned data at the current
-α: its axis is exactly the aligned frame's v axis, so the flow estimate on the twin measures the bias alone,
-and :func:`corrected_flow_axis` subtracts it from the data's. The twin is not a perfect copy (WBP of a
-limited tilt range, noise, the data's own axis error), so the correction adds an error of its own; it pays
-where the bias is large, i.e. on thick slabs: on ``stemtomo simulate``'s default series (slab half the width)
-the combined axis error fell from 1.67° to 0.74° on average, on slabs a third of the width it rose from
-0.56° to 0.71° (``benchmarks/bench_align_axis.py --twin``). So by default it is applied only where
-:func:`estimated_slab_px` finds a slab at least :data:`~stemtomo.align.coarse.TWIN_MIN_FRACTION` of the width
-thick (:attr:`~stemtomo.align.coarse.AlignConfig.twin_correction`).
-On perfect data (96², slab 32, seeds 3/5/7/11/13) the flow estimate's error fell from 0.80° to 0.33°.
+The flow estimate of :mod:`stemtomo.align.flow` and the stretch criterion of :mod:`stemtomo.align.axis` err by
+amounts set by the specimen's overlaps (features at different depths sliding past each other), not by the
+alignment around them. A twin series with the same overlaps but, by construction, no axis error is the
+reprojection of a WBP of the aligned data at the current α: its axis is exactly the aligned frame's v axis, so
+a criterion's reading on the twin measures its bias alone, and :func:`twin_corrected_axes` subtracts it from the
+data's. The twin is not a perfect copy (WBP of a limited tilt range, noise, the data's own axis error), so the
+correction adds an error of its own. On perfect data (96², slab 32) the flow estimate's error fell from 0.80° to
+0.33° (seeds 3/5/7/11/13), the stretch criterion's from 1.68°/−0.91°/0.91° to −0.10°/−0.49°/0.10° (seeds 3/5/7).
+On slabs half the width thick the stretch reading of the twin does not help, so only the flow estimate is
+corrected there (:attr:`~stemtomo.align.coarse.AlignConfig.twin_correction`, ``benchmarks/bench_align_axis.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +20,8 @@ import math
 import numpy as np
 import torch
 
+from stemtomo.align._filters import _bandpass
+from stemtomo.align.axis import stretch_scores
 from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
 from stemtomo.core.geometry import raw_to_aligned
 from stemtomo.core.projector import forward_project
@@ -45,19 +45,42 @@ def corrected_flow_axis(
     ``shifts_xy`` the raw-frame specimen shifts at ``alpha_deg`` (as :class:`~stemtomo.align.coarse.Alignment`);
     ``nz`` the depth of the WBP slab (pixels).
     """
+    return twin_corrected_axes(imgs, valid, angles_deg, alpha_deg, shifts_xy, nz, stretch=False)[0]
+
+
+def twin_corrected_axes(
+    imgs: torch.Tensor, valid: torch.Tensor, angles_deg: np.ndarray, alpha_deg: float, shifts_xy: np.ndarray,
+    nz: int, *, stretch: bool = True, lowpass_sigma_px: float = 1.0,
+) -> tuple[float | None, float | None]:
+    """``(flow α, stretch α)``, each criterion's reading on the data aligned at ``alpha_deg`` minus its reading
+    on the twin series (None where a criterion gives no estimate; the stretch one only with ``stretch``).
+    The stretch reading is the vertex of a parabola through :func:`~stemtomo.align.axis.stretch_scores` at
+    ±6° (1° steps) of the finely band-passed images, as :func:`~stemtomo.align.axis.refine_tilt_axis` scores.
+    Arguments as :func:`corrected_flow_axis`."""
     shifted, mask = remove_shifts(imgs, valid, shifts_xy)
     aligned = raw_to_aligned(shifted, alpha_deg)
     inside = (raw_to_aligned(mask, alpha_deg) > 0.99).to(aligned.dtype)
     if float(inside.sum()) == 0:
-        return None
+        return None, None
     filled = torch.where(inside > 0, aligned, (aligned * inside).sum() / inside.sum())
-    data = refine_axis_by_flow(aligned, inside, angles_deg, 0.0)
     twin = forward_project(wbp(filled, angles_deg, nz), angles_deg, image_width=aligned.shape[-1]).to(aligned.dtype)
-    bias = refine_axis_by_flow(twin, inside, angles_deg, 0.0)
+    data, bias = (refine_axis_by_flow(x, inside, angles_deg, 0.0) for x in (aligned, twin))
     log.debug("tilt axis twin: data flow %s, twin bias %s", data, bias)
-    if data is None or bias is None:
-        return None
-    return alpha_deg + data - bias
+    flow = None if data is None or bias is None else alpha_deg + data - bias
+    if not stretch:
+        return flow, None
+    twin_filled = torch.where(inside > 0, twin, (twin * inside).sum() / inside.sum())
+    data_s, bias_s = (_stretch_vertex(x, angles_deg, lowpass_sigma_px) for x in (filled, twin_filled))
+    log.debug("tilt axis twin: data stretch %+.2f°, twin bias %+.2f°", data_s, bias_s)
+    return flow, alpha_deg + data_s - bias_s
+
+
+def _stretch_vertex(images: torch.Tensor, angles_deg: np.ndarray, lowpass_sigma_px: float) -> float:
+    """The offset (°, within ±6°) at which the stretch criterion of aligned images peaks."""
+    offsets = np.arange(-6.0, 6.0 + 1e-9, 1.0)
+    vals = stretch_scores(_bandpass(images, lowpass_sigma_px, 4 * lowpass_sigma_px), angles_deg, offsets.tolist())
+    c2, c1, _ = np.polyfit(offsets, vals, 2)
+    return float(np.clip(-c1 / (2 * c2), offsets[0], offsets[-1])) if c2 < 0 else float(offsets[int(np.argmax(vals))])
 
 
 def estimated_slab_px(
@@ -83,4 +106,4 @@ def estimated_slab_px(
     return est.thickness_px * factor, enclosing_thickness(est) * factor
 
 
-__all__ = ["corrected_flow_axis", "estimated_slab_px"]
+__all__ = ["corrected_flow_axis", "estimated_slab_px", "twin_corrected_axes"]
