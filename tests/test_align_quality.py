@@ -15,6 +15,7 @@ from stemtomo.align import AlignConfig, coarse_align
 from stemtomo.align._filters import _bandpass, _edge_weight, fill_regions
 from stemtomo.align.quality import usable_tilts
 from stemtomo.errors import InputError
+from stemtomo.preprocess.defects import DefectConfig, remove_defects
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,3 +104,27 @@ def test_align_cli_drops_an_unusable_tilt_from_the_aligned_stack(workdir: Path, 
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: blank.mrc: only 1 of 41 tilts carry usable signal"), lines
     assert not [p.name for p in Path(".").iterdir() if p.name.startswith("b.") or p.name.startswith("b_")]
+
+
+def test_per_tilt_records_of_the_aligned_stack_describe_its_images(workdir: Path, cli,
+                                                                   series: tuple[np.ndarray, np.ndarray]) -> None:
+    lines, _ = series
+    intensity = np.exp(-lines).astype(np.float32)
+    intensity[BAD] = 1.0
+    hot = 20  # after BAD: the 19th image of the aligned stack
+    intensity[hot, 30, 33] = 40.0
+    mrcfile.new("raw.mrc", intensity).close()
+    Path("raw.rawtlt").write_text("\n".join(f"{a:g}" for a in ANGLES) + "\n")
+    res = cli("align", "raw.mrc", "-o", "ali.mrc", "--tilt-axis-angle", "7", "--contrast", "bf", "--remove-defects",
+              "--device", "cpu", "-q")
+    assert res.exit_code == 0, res.output
+    meta = yaml.safe_load(Path("ali.mrc.yaml").read_text())
+    defects = meta["defects"]
+    assert len(meta["tilt_angles_deg"]) == ANGLES.size - 1
+    assert all(len(defects[k]) == ANGLES.size - 1 for k in ("replaced", "hot", "dead", "noise_sigma"))
+    report = remove_defects(intensity, DefectConfig())[1].as_dict()  # of the input stack
+    assert report["hot"][hot] >= 1
+    for key in ("replaced", "hot", "dead", "line", "noise_sigma"):
+        assert defects[key] == pytest.approx(report[key][:BAD] + report[key][BAD + 1:]), key
+    assert defects["replaced_total"] == report["replaced_total"] - report["replaced"][BAD]
+    assert meta["alignment"]["excluded_tilts"][0]["index"] == BAD  # indices into the input stack, as the .xf

@@ -167,7 +167,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     from stemtomo.io import AtomicOutputs, make_provenance, read_stack, write_image
     from stemtomo.preprocess.contrast import resolve_contrast
     from stemtomo.preprocess.fill import alignment_coverage_record
-    from stemtomo.preprocess.pipeline import prepare_tilt_series
+    from stemtomo.preprocess.pipeline import kept_tilt_records, prepare_tilt_series
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles, require_angles=True)
@@ -207,6 +207,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
         **alignment_coverage_record(result.xf[result.kept], stack.shape, result.aligned.shape),
     }
     if al.excluded:  # indices into the input stack (and the .xf lines); the aligned stack lacks these images
+        out_meta.extra = kept_tilt_records(out_meta.extra, result.kept, image.data.shape[0])
         out_meta.extra["alignment"]["excluded_tilts"] = [
             {"index": i, "tilt_angle_deg": float(image.tilt_angles_deg[i]), "reason": why} for i, why in al.excluded.items()]
     if estimate:

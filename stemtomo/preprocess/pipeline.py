@@ -145,6 +145,31 @@ def prepare_tilt_series(
                                                  "extra": extra}
 
 
+PER_TILT_FIELDS = {"defects": ("replaced", "hot", "dead", "line", "kept_clusters", "noise_sigma"),
+                   "intensity_normalization": ("factors", "levels")}
+"""The per-image lists in the ``extra`` records of :func:`prepare_tilt_series`, by record."""
+
+
+def kept_tilt_records(extra: dict[str, Any], kept: Sequence[int] | np.ndarray, n_input: int) -> dict[str, Any]:
+    """Copy of ``extra`` (records of :func:`prepare_tilt_series` for a stack of ``n_input`` images) whose
+    per-image lists (:data:`PER_TILT_FIELDS`) describe only the images at the indices ``kept``, for the sidecar
+    of a stack that lacks the others (``align`` leaving unusable tilts out). ``defects.replaced_total`` is
+    recounted over them."""
+    index = [int(i) for i in kept]
+    out = dict(extra)
+    for name, fields in PER_TILT_FIELDS.items():
+        if not isinstance(extra.get(name), dict):
+            continue
+        record = dict(extra[name])
+        for field in fields:
+            if field in record and len(record[field]) == n_input:
+                record[field] = [record[field][i] for i in index]
+        if name == "defects" and "replaced" in record:
+            record["replaced_total"] = int(sum(record["replaced"]))
+        out[name] = record
+    return out
+
+
 def _normalize(
     image: Image, stack: np.ndarray, options: PrepareOptions, contrast: str | None,
     previous: dict[str, Any] | None,
@@ -275,7 +300,9 @@ __all__ = [
     "enclosing_thickness",
     "estimate_binning",
     "estimate_slab",
+    "PER_TILT_FIELDS",
     "file_sha256",
+    "kept_tilt_records",
     "prepare_tilt_series",
     "thickness_record",
 ]
