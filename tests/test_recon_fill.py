@@ -111,3 +111,19 @@ def test_build_trainer_detects_the_fill_of_a_stack_without_sidecar(tmp_path) -> 
     left_out = torch.ones(n, ny, nx, dtype=torch.bool)
     left_out.view(-1)[pixels.long()] = False
     assert bool(left_out[~xf_coverage(xf, (ny, nx))].all())  # the fill is never drawn
+
+
+@pytest.mark.parametrize("thickness", [12.0, 12.5, 13.49])
+def test_recon_and_wbp_build_one_grid_for_a_slab(thickness: float) -> None:
+    """An estimated, fractional ``thickness_px`` gives the implicit field the depth of the WBP (ceil: the
+    whole slab), so ``eval`` scores both tomograms of one series on one grid (23.49 px: recon had 23 planes,
+    WBP 24, and recon's score was taken on the slab, WBP's on the phantom's full depth)."""
+    from stemtomo.recon.wbp import WBPConfig, default_geometry
+
+    image = series_image(clean_series(phantom()))
+    image.meta.thickness_px = thickness
+    cfg = ReconConfig(method="l2", iterations=1, field=VOXEL, val_every_kth_tilt=0)
+    trainer = build_trainer(image, cfg, CPU)
+    nz = default_geometry(WBPConfig(thickness_px=thickness), image.data.shape[-1])[0]
+    assert trainer.field.volume_shape[0] == nz == int(np.ceil(thickness))
+    assert trainer.half_thickness_px == pytest.approx(thickness / 2)

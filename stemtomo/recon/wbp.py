@@ -301,7 +301,13 @@ def default_geometry(config: WBPConfig, n_u: int) -> tuple[int, float | None]:
         return config.nz, thickness
     if thickness is None:
         return n_u, None
-    return max(1, math.ceil(thickness - 1e-6)), thickness
+    return slab_depth(thickness), thickness
+
+
+def slab_depth(thickness_px: float) -> int:
+    """Planes of a tomogram of a slab ``thickness_px`` voxels thick: ``ceil`` (a whole slab; up to 1e-6 voxel),
+    the rule of ``wbp`` and ``recon`` alike, so that their tomograms of one series share a grid."""
+    return max(1, math.ceil(thickness_px - 1e-6))
 
 
 def half_set_indices(tilt_angles_deg: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -348,6 +354,7 @@ __all__ = [
     "line_integrals_from_stack",
     "reconstruct",
     "rotate_mean_filled",
+    "slab_depth",
     "slab_mask",
     "wbp",
 ]

@@ -39,6 +39,7 @@ from stemtomo.recon.implicit.checkpoint import (
 from stemtomo.recon.implicit.config import ReconConfig
 from stemtomo.recon.implicit.data import RayData
 from stemtomo.recon.implicit.trainer import Trainer, TrainState
+from stemtomo.recon.wbp import slab_depth
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def build_trainer(
     n, ny, nx = stack.shape
     thickness = resolve_thickness(cfg, image.meta, nx)
     torch.manual_seed(cfg.seed)
-    shape = (max(1, round(thickness)), ny, nx)
+    shape = (slab_depth(thickness), ny, nx)  # as wbp: the grid of both tomograms is the same for one slab
     field = build_field(cfg.field, shape, length_unit_px(ny, nx), coarse_to_fine=cfg.coarse_to_fine).to(device)
     if cfg.method == "ours-sup" and noise_model is None:
         raise ParameterError("--method ours-sup needs --noise-model FILE (a fitted noise model, see `stemtomo noise fit`)")
