@@ -128,3 +128,24 @@ def test_per_tilt_records_of_the_aligned_stack_describe_its_images(workdir: Path
         assert defects[key] == pytest.approx(report[key][:BAD] + report[key][BAD + 1:]), key
     assert defects["replaced_total"] == report["replaced_total"] - report["replaced"][BAD]
     assert meta["alignment"]["excluded_tilts"][0]["index"] == BAD  # indices into the input stack, as the .xf
+
+
+def test_a_blank_tilt_in_a_stack_aligned_elsewhere_is_named(workdir: Path, cli,
+                                                            series: tuple[np.ndarray, np.ndarray]) -> None:
+    """``wbp --xf`` (an IMOD alignment) keeps every tilt the .xf has, but names the one without signal."""
+    lines, _ = series
+    intensity = np.exp(-lines).astype(np.float32)
+    Path("raw.rawtlt").write_text("\n".join(f"{a:g}" for a in ANGLES) + "\n")
+    Path("raw.xf").write_text("1 0 0 1 0 0\n" * ANGLES.size)
+    mrcfile.new("raw.mrc", intensity).close()
+    res = cli("wbp", "raw.mrc", "--xf", "raw.xf", "-o", "good.mrc", "--contrast", "bf", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "no usable signal" not in res.output
+    intensity[BAD] = 1.0
+    mrcfile.new("raw.mrc", intensity, overwrite=True).close()
+    res = cli("wbp", "raw.mrc", "--xf", "raw.xf", "-o", "bad.mrc", "--contrast", "bf", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "tilt 15 (-15.00°) carries no usable signal (blank" in said and said.count("no usable signal") == 1
+    with mrcfile.open("bad.mrc") as f, mrcfile.open("good.mrc") as g:  # a warning: the volume is still written
+        assert f.data.shape == g.data.shape

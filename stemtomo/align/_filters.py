@@ -89,6 +89,17 @@ def _bandpass(images: torch.Tensor, low_sigma: float, high_sigma: float) -> torc
     return x * _taper(ny, nx, x.device, x.dtype)
 
 
+def filtered_for_alignment(images: torch.Tensor, lowpass_sigma_px: float, highpass_sigma_px: float,
+                           bin_factor: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The inputs of the alignment criteria: ``(binned images, valid, edge weight, band-passed × weight, high-pass
+    σ)`` of ``images`` binned by ``bin_factor`` with the fill masked (:func:`fill_regions`); a high-pass σ of 0
+    means the binned size / 16."""
+    imgs, valid = fill_regions(images, bin_factor=bin_factor)  # binned image by image: no full-size copies
+    high = highpass_sigma_px or max(imgs.shape[-2:]) / 16
+    weight = _edge_weight(valid, 2 * lowpass_sigma_px + 1)
+    return imgs, valid, weight, _bandpass(imgs, lowpass_sigma_px, high) * weight, high
+
+
 def _taper(ny: int, nx: int, device: torch.device, dtype: torch.dtype, frac: float = 0.1) -> torch.Tensor:
     def win(n: int) -> torch.Tensor:
         m = max(1, int(frac * n))
@@ -166,4 +177,4 @@ def uv_to_raw(shifts_uv: np.ndarray, tilt_axis_angle_deg: float) -> np.ndarray:
     return np.asarray(shifts_uv) @ rot.T
 
 
-__all__ = ["fill_regions", "circular_gaussian_blur", "shift_images", "uv_to_raw"]
+__all__ = ["circular_gaussian_blur", "fill_regions", "filtered_for_alignment", "shift_images", "uv_to_raw"]

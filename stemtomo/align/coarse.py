@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from stemtomo.align._filters import _bandpass, _edge_weight, fill_regions, shift_images, uv_to_raw
+from stemtomo.align._filters import _bandpass, fill_regions, filtered_for_alignment, shift_images, uv_to_raw
 from stemtomo.align.axis import (
     axis_difference,
     axis_profile_score,
@@ -215,10 +215,8 @@ def coarse_align(
     if len(angles) != imgs.shape[0]:
         raise ParameterError(f"{len(angles)} tilt angles for {imgs.shape[0]} images; the counts must match")
     factor = max(1, math.ceil(max(imgs.shape[-2:]) / config.max_size_px))
-    imgs, valid = fill_regions(imgs, bin_factor=factor)  # binned image by image: no full-size copies
-    high = config.highpass_sigma_px or max(imgs.shape[-2:]) / 16
-    weight = _edge_weight(valid, 2 * config.lowpass_sigma_px + 1)
-    filtered = _bandpass(imgs, config.lowpass_sigma_px, high) * weight
+    imgs, valid, weight, filtered, high = filtered_for_alignment(imgs, config.lowpass_sigma_px,
+                                                                 config.highpass_sigma_px, factor)
     angles = np.asarray(angles, dtype=np.float64)
     usable, reasons = np.ones(len(angles), dtype=bool), dict[int, str]()
     if config.drop_unusable:

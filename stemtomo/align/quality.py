@@ -52,6 +52,22 @@ def usable_tilts(filtered: torch.Tensor, angles_deg: np.ndarray,
     return usable, dict(sorted(reasons.items()))
 
 
+def unusable_tilts_in(stack: torch.Tensor, angles_deg: np.ndarray, *, max_size_px: int = 256,
+                      max_shift_fraction: float = 0.3) -> dict[int, str]:
+    """The unusable tilts of a stack ``(n, ny, nx)`` (intensities or line integrals, aligned or not), index →
+    reason: :func:`usable_tilts` on the images binned to ≤ ``max_size_px`` and band-passed as the alignment
+    filters them. For stacks that are not aligned here (an ``.xf`` from IMOD or AreTomo), which would
+    otherwise reconstruct a blank frame without a word."""
+    import math
+
+    from stemtomo.align._filters import filtered_for_alignment
+
+    factor = max(1, math.ceil(max(stack.shape[-2:]) / max_size_px))
+    _, _, _, filtered, _ = filtered_for_alignment(stack, 1.0, 0.0, factor)
+    return usable_tilts(filtered, np.asarray(angles_deg, dtype=np.float64),
+                        [max(1, int(max_shift_fraction * d)) for d in filtered.shape[-2:]])[1]
+
+
 def _peak_correlation(a: torch.Tensor, b: torch.Tensor, max_shift: tuple[int, int] | list[int]) -> float:
     """Largest normalized circular cross-correlation of two images within ``max_shift`` (y, x) pixels."""
     fa, fb = torch.fft.rfft2(a), torch.fft.rfft2(b)
@@ -64,4 +80,4 @@ def _peak_correlation(a: torch.Tensor, b: torch.Tensor, max_shift: tuple[int, in
     return float(window.max()) / norm if norm > 0 else 0.0
 
 
-__all__ = ["MIN_CORRELATION", "MIN_SIGNAL", "usable_tilts"]
+__all__ = ["MIN_CORRELATION", "MIN_SIGNAL", "unusable_tilts_in", "usable_tilts"]

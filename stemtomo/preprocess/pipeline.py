@@ -137,6 +137,7 @@ def prepare_tilt_series(
     if options.xf is not None:
         raw_shape = stack.shape[-2:]
         stack, transforms = _apply_xf(stack, options.xf, device)
+        _warn_unusable(stack, meta.tilt_angles_deg, options.xf)
         extra["alignment"] = {"xf_file": str(options.xf), "xf_sha256": file_sha256(options.xf), "applied": True,
                               "source_tilt_axis_angle_deg": axis,
                               **alignment_coverage_record(transforms, raw_shape, stack.shape[-2:])}
@@ -196,6 +197,20 @@ def _normalize(
     log.info("per-tilt %s normalization: factors %.3g … %.3g", corr.method, float(corr.factors.min()),
              float(corr.factors.max()))
     return out, record, corr.as_dict()
+
+
+def _warn_unusable(stack: np.ndarray, angles: Sequence[float] | None, xf: Path) -> None:
+    """One warning per tilt without usable signal in a stack aligned elsewhere (``align`` leaves such tilts out
+    of its own alignments; here they stay in, as the ``.xf`` has them)."""
+    import torch
+
+    from stemtomo.align.quality import unusable_tilts_in
+
+    if angles is None or len(angles) < 3:
+        return
+    for i, why in unusable_tilts_in(torch.from_numpy(np.asarray(stack, dtype=np.float32)), np.asarray(angles)).items():
+        log.warning("tilt %d (%.2f°) carries no usable signal (%s) but is used as %s aligns it; leave it out "
+                    "of the stack (IMOD excludelist), or align here with stemtomo align", i, angles[i], why, xf.name)
 
 
 def _apply_xf(stack: np.ndarray, xf: Path, device: torch.device | str) -> tuple[np.ndarray, np.ndarray]:
