@@ -9,14 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from stemtomo.align._filters import _bandpass, shift_images, uv_to_raw
+from stemtomo.align._filters import _bandpass, shift_images, to_canvas, uv_to_raw
 from stemtomo.align.shifts import neighbour_shifts
-from stemtomo.core.geometry import raw_to_aligned
 
 
 def axis_profile_score(images: torch.Tensor, angle_deg: float, ref: int, max_lag: int) -> float:
     """Mean peak correlation of the along-axis profiles with the reference tilt's, for one α."""
-    aligned = raw_to_aligned(images, angle_deg)
+    aligned = to_canvas(images, angle_deg)
     prof = aligned.sum(dim=-1)  # (n, ny): sum across the axis
     prof = prof - prof.mean(dim=1, keepdim=True)
     prof = prof / prof.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -144,7 +143,7 @@ def refine_tilt_axis(
     alpha = alpha_deg
     scored: list[tuple[float, float]] = []
     for _ in range(2):
-        s_uv, _ = neighbour_shifts(raw_to_aligned(filtered, alpha), angles_deg, max_shift,
+        s_uv, _ = neighbour_shifts(to_canvas(filtered, alpha), angles_deg, max_shift,
                                    neighbours=neighbours)
         fine = _bandpass(shift_images(imgs, uv_to_raw(s_uv, alpha)), lowpass_sigma_px,
                          4 * lowpass_sigma_px)

@@ -31,7 +31,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from stemtomo.align._filters import _bandpass, fill_regions, filtered_for_alignment, shift_images, uv_to_raw
+from stemtomo.align._filters import (
+    _bandpass,
+    canvas_shape,
+    fill_regions,
+    filtered_for_alignment,
+    shift_images,
+    to_canvas,
+    uv_to_raw,
+)
 from stemtomo.align.axis import (
     axis_difference,
     axis_profile_score,
@@ -43,7 +51,7 @@ from stemtomo.align.axis import (
 from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
 from stemtomo.align.quality import usable_tilts
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
-from stemtomo.core.geometry import aligned_shape, check_angles, raw_to_aligned
+from stemtomo.core.geometry import check_angles
 from stemtomo.errors import InputError, ParameterError
 from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 
@@ -251,7 +259,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
         """:func:`neighbour_shifts` in the frame of α = ``a``, solved once per (α, limits)."""
         key = (a, tuple(limits))
         if key not in solved:
-            solved[key] = neighbour_shifts(raw_to_aligned(filtered, a), angles, limits, neighbours=config.neighbours)
+            solved[key] = neighbour_shifts(to_canvas(filtered, a), angles, limits, neighbours=config.neighbours)
         return solved[key]
 
     given = config.tilt_axis_angle_deg
@@ -314,7 +322,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
         alpha, scores = float(given), np.zeros((0, 2))
     if progress:
         progress("shifts")
-    max_shift = [max(1, int(config.max_shift_fraction * d)) for d in aligned_shape(imgs.shape, alpha)]
+    max_shift = [max(1, int(config.max_shift_fraction * d)) for d in canvas_shape(imgs.shape, alpha)]
     shifts_uv, ref = shifts_at(alpha, max_shift)
     if config.refine_iterations:
         from stemtomo.align.refine import refine_projection_matching
@@ -322,7 +330,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
         if progress:
             progress("projection matching")
         shifts_uv, _ = refine_projection_matching(
-            raw_to_aligned(imgs, alpha), angles, shifts_uv, iterations=config.refine_iterations,
+            to_canvas(imgs, alpha), angles, shifts_uv, iterations=config.refine_iterations,
             lowpass_sigma_px=config.lowpass_sigma_px, highpass_sigma_px=high, max_shift=max_shift,
             nz=slab_nz,
         )

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stemtomo.align._filters import _bandpass, circular_gaussian_blur, shift_images
+from stemtomo.align._filters import _bandpass, circular_gaussian_blur, shift_images, to_canvas
 from stemtomo.align.shifts import tilt_pairs
-from stemtomo.core.geometry import raw_to_aligned
 
 
 def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,8 +126,8 @@ def refine_axis_by_flow(
     centre = alpha_deg
     for _ in range(rounds):
         slopes = np.array([
-            displacement_slope(raw_to_aligned(shifted, centre + d), angles_deg,
-                               valid=raw_to_aligned(valid, centre + d), **kwargs)  # type: ignore[arg-type]
+            displacement_slope(to_canvas(shifted, centre + d), angles_deg,
+                               valid=to_canvas(valid, centre + d), **kwargs)  # type: ignore[arg-type]
             for d in offsets
         ])
         gain, offset = np.polyfit(offsets, slopes, 1)

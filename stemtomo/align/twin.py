@@ -20,10 +20,9 @@ import math
 import numpy as np
 import torch
 
-from stemtomo.align._filters import _bandpass
+from stemtomo.align._filters import _bandpass, to_canvas
 from stemtomo.align.axis import stretch_scores
 from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
-from stemtomo.core.geometry import raw_to_aligned
 from stemtomo.core.projector import forward_project
 from stemtomo.errors import ParameterError
 from stemtomo.recon.wbp import wbp
@@ -58,8 +57,8 @@ def twin_corrected_axes(
     ±6° (1° steps) of the finely band-passed images, as :func:`~stemtomo.align.axis.refine_tilt_axis` scores.
     Arguments as :func:`corrected_flow_axis`."""
     shifted, mask = remove_shifts(imgs, valid, shifts_xy)
-    aligned = raw_to_aligned(shifted, alpha_deg)
-    inside = (raw_to_aligned(mask, alpha_deg) > 0.99).to(aligned.dtype)
+    aligned = to_canvas(shifted, alpha_deg)
+    inside = (to_canvas(mask, alpha_deg) > 0.99).to(aligned.dtype)
     if float(inside.sum()) == 0:
         return None, None
     filled = torch.where(inside > 0, aligned, (aligned * inside).sum() / inside.sum())
@@ -94,8 +93,8 @@ def estimated_slab_px(
     from stemtomo.recon.wbp import bin_images
 
     shifted, mask = remove_shifts(imgs, valid, shifts_xy)
-    aligned = raw_to_aligned(shifted, alpha_deg)
-    inside = raw_to_aligned(mask, alpha_deg)
+    aligned = to_canvas(shifted, alpha_deg)
+    inside = to_canvas(mask, alpha_deg)
     factor = max(1, math.ceil(max(aligned.shape[-2:]) / ESTIMATE_MAX_PX))
     measured = bin_images(inside, factor) > 0.99
     try:

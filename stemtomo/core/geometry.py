@@ -112,23 +112,28 @@ def _quarter_turns(angle_deg: float) -> int | None:
 
 
 def aligned_shape(raw_shape: Sequence[int], tilt_axis_angle_deg: float) -> tuple[int, int]:
-    """Image shape ``(ny, nx)`` in the aligned frame (swapped for odd quarter turns)."""
-    ny, nx = raw_shape[-2], raw_shape[-1]
-    k = _quarter_turns(tilt_axis_angle_deg)
-    return (nx, ny) if k in (1, 3) else (ny, nx)
+    """Image shape ``(ny, nx)`` in the aligned frame: swapped when the nearest quarter turn is odd (|α| nearer
+    90° than 0° or 180°), so that the side of the raw image that lies along the tilt axis stays along it. An
+    axis along x (α ≈ ±90°) of a 2048 × 1536 (x × y) frame gives 2048 rows along the axis, not 1536 (which cut
+    the specimen along the axis and padded the perpendicular). Square images keep their shape."""
+    ny, nx = int(raw_shape[-2]), int(raw_shape[-1])
+    return (nx, ny) if round(tilt_axis_angle_deg / 90.0) % 2 else (ny, nx)
 
 
-def raw_to_aligned(images: torch.Tensor, tilt_axis_angle_deg: float) -> torch.Tensor:
+def raw_to_aligned(images: torch.Tensor, tilt_axis_angle_deg: float,
+                   out_shape: Sequence[int] | None = None) -> torch.Tensor:
     """Resample raw images ``(..., ny, nx)`` into the aligned frame (tilt axis along +y).
 
     ``aligned(u, v) = raw(R(α)·(u, v))``. Multiples of 90° are exact (``rot90``); other angles use
-    bilinear interpolation with zero padding outside the raw image, keeping the raw shape.
+    bilinear interpolation with zero padding outside the raw image, onto :func:`aligned_shape` (centres on
+    centres) or ``out_shape``.
     """
-    return _rotate(images, tilt_axis_angle_deg, inverse=False)
+    return _rotate(images, tilt_axis_angle_deg, inverse=False, out_shape=out_shape)
 
 
 def aligned_to_raw(images: torch.Tensor, tilt_axis_angle_deg: float, raw_shape: Sequence[int] | None = None) -> torch.Tensor:
-    """Inverse of :func:`raw_to_aligned`: ``raw(x_r, y_r) = aligned(R(-α)·(x_r, y_r))``."""
+    """Inverse of :func:`raw_to_aligned`: ``raw(x_r, y_r) = aligned(R(-α)·(x_r, y_r))``, onto ``raw_shape``
+    (default: the shape whose :func:`aligned_shape` the images have)."""
     return _rotate(images, tilt_axis_angle_deg, inverse=True, out_shape=raw_shape)
 
 
@@ -140,7 +145,8 @@ def _rotate(
         # aligned = rot90(raw, k) in array index space (rows = y, columns = x).
         return torch.rot90(images, -k if inverse else k, dims=(-2, -1))
     ny, nx = images.shape[-2:]
-    oy, ox = (ny, nx) if out_shape is None else (int(out_shape[-2]), int(out_shape[-1]))
+    # the swap of aligned_shape is its own inverse: raw → aligned and aligned → raw default alike
+    oy, ox = aligned_shape((ny, nx), angle_deg) if out_shape is None else (int(out_shape[-2]), int(out_shape[-1]))
     a = math.radians(-angle_deg if inverse else angle_deg)
     dev, dt = images.device, images.dtype if images.is_floating_point() else torch.float32
     yy = torch.arange(oy, device=dev, dtype=dt) - centre(oy)
