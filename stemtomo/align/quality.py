@@ -6,6 +6,8 @@ error on the other tilts, noise 1.76 px, against 0.1–0.2 px)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -58,8 +60,6 @@ def unusable_tilts_in(stack: torch.Tensor, angles_deg: np.ndarray, *, max_size_p
     reason: :func:`usable_tilts` on the images binned to ≤ ``max_size_px`` and band-passed as the alignment
     filters them. For stacks that are not aligned here (an ``.xf`` from IMOD or AreTomo), which would
     otherwise reconstruct a blank frame without a word."""
-    import math
-
     from stemtomo.align._filters import filtered_for_alignment
 
     factor = max(1, math.ceil(max(stack.shape[-2:]) / max_size_px))
