@@ -112,16 +112,17 @@ def test_twin_series_removes_the_overlap_bias_of_the_flow_estimate() -> None:
     off, because of the overlaps; the twin series (WBP of the data, reprojected: same overlaps, no axis
     error) measures that bias, and the corrected estimate is within 0.01° (measured over seeds 3/5/7/11/13:
     mean |error| 0.80° → 0.33°)."""
-    from stemtomo.align.twin import corrected_flow_axis
+    from stemtomo.align.twin import twin_corrected_axes
 
     vol, _ = cell_phantom(96, 32, np.random.default_rng(3))
     lines = (forward_project(torch.tensor(vol), ANGLES, thickness_px=32) / length_unit_px(96, 96)).float()
     valid = torch.ones_like(lines)
     flow = refine_axis_by_flow(lines, valid, ANGLES, 0.0)
-    corrected = corrected_flow_axis(lines, valid, ANGLES, 0.0, np.zeros((ANGLES.size, 2)), 48)
+    corrected = twin_corrected_axes(lines, valid, ANGLES, 0.0, np.zeros((ANGLES.size, 2)), 48, stretch=False)[0]
     assert flow is not None and corrected is not None
     assert abs(corrected) < 0.3 < abs(flow), (corrected, flow)
-    assert corrected_flow_axis(lines, torch.zeros_like(lines), ANGLES, 0.0, np.zeros((ANGLES.size, 2)), 48) is None
+    assert twin_corrected_axes(lines, torch.zeros_like(lines), ANGLES, 0.0, np.zeros((ANGLES.size, 2)), 48,
+                               stretch=False) == (None, None)
 
 
 def test_twin_plan_follows_the_slab() -> None:

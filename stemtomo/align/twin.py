@@ -33,20 +33,6 @@ ESTIMATE_MAX_PX = 128
 """Images are binned to at most this width for the slab estimate that decides on the correction."""
 
 
-def corrected_flow_axis(
-    imgs: torch.Tensor, valid: torch.Tensor, angles_deg: np.ndarray, alpha_deg: float, shifts_xy: np.ndarray,
-    nz: int,
-) -> float | None:
-    """α of the data's flow criterion minus the same criterion's reading on the twin series, both near
-    ``alpha_deg``; None when either gives no estimate.
-
-    ``imgs`` ``(n, ny, nx)`` are raw line integrals with fill neutralized and ``valid`` their data mask;
-    ``shifts_xy`` the raw-frame specimen shifts at ``alpha_deg`` (as :class:`~stemtomo.align.coarse.Alignment`);
-    ``nz`` the depth of the WBP slab (pixels).
-    """
-    return twin_corrected_axes(imgs, valid, angles_deg, alpha_deg, shifts_xy, nz, stretch=False)[0]
-
-
 def twin_corrected_axes(
     imgs: torch.Tensor, valid: torch.Tensor, angles_deg: np.ndarray, alpha_deg: float, shifts_xy: np.ndarray,
     nz: int, *, stretch: bool = True, lowpass_sigma_px: float = 1.0,
@@ -55,7 +41,11 @@ def twin_corrected_axes(
     on the twin series (None where a criterion gives no estimate; the stretch one only with ``stretch``).
     The stretch reading is the vertex of a parabola through :func:`~stemtomo.align.axis.stretch_scores` at
     ±6° (1° steps) of the finely band-passed images, as :func:`~stemtomo.align.axis.refine_tilt_axis` scores.
-    Arguments as :func:`corrected_flow_axis`."""
+
+    ``imgs`` ``(n, ny, nx)`` are raw line integrals with fill neutralized and ``valid`` their data mask;
+    ``shifts_xy`` the raw-frame specimen shifts at ``alpha_deg`` (as :class:`~stemtomo.align.coarse.Alignment`);
+    ``nz`` the depth of the WBP slab (pixels).
+    """
     shifted, mask = remove_shifts(imgs, valid, shifts_xy)
     aligned = to_canvas(shifted, alpha_deg)
     inside = (to_canvas(mask, alpha_deg) > 0.99).to(aligned.dtype)
@@ -88,7 +78,7 @@ def estimated_slab_px(
     """``(thickness, enclosing thickness)`` in pixels of ``imgs`` of the slab of the data aligned at
     ``alpha_deg`` (:func:`~stemtomo.preprocess.pipeline.estimate_slab` on its measured pixels, binned to at
     most :data:`ESTIMATE_MAX_PX` wide; the enclosing thickness also spans the slab's offset from the centre,
-    which a depth-centred twin must hold); None when no slab is found. Arguments as :func:`corrected_flow_axis`."""
+    which a depth-centred twin must hold); None when no slab is found. Arguments as :func:`twin_corrected_axes`."""
     from stemtomo.preprocess.pipeline import enclosing_thickness, estimate_slab
     from stemtomo.recon.wbp import bin_images
 
@@ -105,4 +95,4 @@ def estimated_slab_px(
     return est.thickness_px * factor, enclosing_thickness(est) * factor
 
 
-__all__ = ["corrected_flow_axis", "estimated_slab_px", "twin_corrected_axes"]
+__all__ = ["estimated_slab_px", "twin_corrected_axes"]
