@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stemtomo.core.geometry import is_quarter_turn, raw_to_aligned
+from stemtomo.core.geometry import aligned_shape, is_quarter_turn, raw_to_aligned
 
 
 def fill_regions(images: torch.Tensor, min_fraction: float = 0.02, *, bin_factor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +112,14 @@ def to_canvas(images: torch.Tensor, tilt_axis_angle_deg: float) -> torch.Tensor:
 
 def canvas_shape(raw_shape: Sequence[int], tilt_axis_angle_deg: float) -> tuple[int, int]:
     """Shape ``(ny, nx)`` of :func:`to_canvas`'s images: the raw shape, swapped only by odd quarter turns."""
-    ny, nx = int(raw_shape[-2]), int(raw_shape[-1])
-    return (nx, ny) if is_quarter_turn(tilt_axis_angle_deg) and round(tilt_axis_angle_deg / 90.0) % 2 else (ny, nx)
+    if is_quarter_turn(tilt_axis_angle_deg):
+        return aligned_shape(raw_shape, tilt_axis_angle_deg)
+    return int(raw_shape[-2]), int(raw_shape[-1])
+
+
+def shift_limits(shape: Sequence[int], max_shift_fraction: float) -> list[int]:
+    """Largest shift searched along y and x (pixels, ≥ 1) in images of ``shape``."""
+    return [max(1, int(max_shift_fraction * d)) for d in shape[-2:]]
 
 
 def _taper(ny: int, nx: int, device: torch.device, dtype: torch.dtype, frac: float = 0.1) -> torch.Tensor:
@@ -193,5 +199,5 @@ def uv_to_raw(shifts_uv: np.ndarray, tilt_axis_angle_deg: float) -> np.ndarray:
     return np.asarray(shifts_uv) @ rot.T
 
 
-__all__ = ["canvas_shape", "circular_gaussian_blur", "fill_regions", "filtered_for_alignment", "shift_images", "to_canvas",
-           "uv_to_raw"]
+__all__ = ["canvas_shape", "circular_gaussian_blur", "fill_regions", "filtered_for_alignment", "shift_images", "shift_limits",
+           "to_canvas", "uv_to_raw"]

@@ -37,6 +37,7 @@ from stemtomo.align._filters import (
     fill_regions,
     filtered_for_alignment,
     shift_images,
+    shift_limits,
     to_canvas,
     uv_to_raw,
 )
@@ -228,8 +229,7 @@ def coarse_align(
     angles = np.asarray(angles, dtype=np.float64)
     usable, reasons = np.ones(len(angles), dtype=bool), dict[int, str]()
     if config.drop_unusable:
-        usable, reasons = usable_tilts(filtered, angles, [max(1, int(config.max_shift_fraction * d))
-                                                          for d in imgs.shape[-2:]])
+        usable, reasons = usable_tilts(filtered, angles, shift_limits(imgs.shape, config.max_shift_fraction))
         if usable.sum() < 2:
             raise InputError(f"only {int(usable.sum())} of {len(angles)} tilts carry usable signal "
                                  f"({'; '.join(f'{angles[i]:g}°: {r}' for i, r in list(reasons.items())[:3])}); "
@@ -251,7 +251,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
     """:func:`coarse_align` on binned, fill-neutralized images, their valid masks, edge weights and band-passed
     versions (``high``: the high-pass σ used)."""
     ref = int(np.argmin(np.abs(angles)))
-    max_shift = [max(1, int(config.max_shift_fraction * d)) for d in imgs.shape[-2:]]
+    max_shift = shift_limits(imgs.shape, config.max_shift_fraction)
     slab_nz = None if config.thickness_px is None else max(4, round(config.thickness_px / factor))
     solved: dict[tuple[float, tuple[int, ...]], tuple[np.ndarray, int]] = {}
 
@@ -322,7 +322,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
         alpha, scores = float(given), np.zeros((0, 2))
     if progress:
         progress("shifts")
-    max_shift = [max(1, int(config.max_shift_fraction * d)) for d in canvas_shape(imgs.shape, alpha)]
+    max_shift = shift_limits(canvas_shape(imgs.shape, alpha), config.max_shift_fraction)
     shifts_uv, ref = shifts_at(alpha, max_shift)
     if config.refine_iterations:
         from stemtomo.align.refine import refine_projection_matching

@@ -60,12 +60,12 @@ def unusable_tilts_in(stack: torch.Tensor, angles_deg: np.ndarray, *, max_size_p
     reason: :func:`usable_tilts` on the images binned to ≤ ``max_size_px`` and band-passed as the alignment
     filters them. For stacks that are not aligned here (an ``.xf`` from IMOD or AreTomo), which would
     otherwise reconstruct a blank frame without a word."""
-    from stemtomo.align._filters import filtered_for_alignment
+    from stemtomo.align._filters import filtered_for_alignment, shift_limits
 
     factor = max(1, math.ceil(max(stack.shape[-2:]) / max_size_px))
     _, _, _, filtered, _ = filtered_for_alignment(stack, 1.0, 0.0, factor)
     return usable_tilts(filtered, np.asarray(angles_deg, dtype=np.float64),
-                        [max(1, int(max_shift_fraction * d)) for d in filtered.shape[-2:]])[1]
+                        shift_limits(filtered.shape, max_shift_fraction))[1]
 
 
 def _peak_correlation(a: torch.Tensor, b: torch.Tensor, max_shift: tuple[int, int] | list[int]) -> float:
