@@ -60,6 +60,26 @@ def test_apply_xf_matches_hand_computed_affine() -> None:
     assert torch.equal(apply_xf(stack[3:4], many[3:4], (10, 16)), whole[3:4])
 
 
+def test_apply_xf_copies_whole_pixel_shifts_exactly() -> None:
+    """An identity ``.xf`` returns the stack bit for bit (so ``align --apply --xf`` of an identity file with
+    ``--remove-defects`` changes the defects only), a whole-pixel shift is an exact shifted copy with the
+    mean as fill, and both agree with the bilinear path of a non-integer neighbour to float rounding."""
+    rng = np.random.default_rng(1)
+    stack = torch.tensor(rng.random((3, 12, 15)), dtype=torch.float32)
+    xf = np.zeros((3, 2, 3))
+    xf[:, :, :2] = np.eye(2)
+    assert torch.equal(apply_xf(stack, xf), stack)
+    xf[1, :, 2] = [2.0, -1.0]  # DX = 2, DY = -1: out[y, x] = raw[y + 1, x - 2]
+    xf[2, :, 2] = [2.0 + 1e-7, -1.0]  # not whole: bilinear
+    out = apply_xf(stack, xf)
+    assert torch.equal(out[1, :-1, 2:], stack[1, 1:, :-2])
+    assert torch.all(out[1, -1] == stack[1].mean()) and torch.all(out[1, :, :2] == stack[1].mean())
+    torch.testing.assert_close(out[2, :-1, 3:], stack[2, 1:, 1:-2], atol=1e-5, rtol=0)
+    # an output one pixel larger moves the centre by half a pixel: no longer whole, interpolated
+    grown = apply_xf(stack[:1], xf[:1], (13, 15))
+    torch.testing.assert_close(grown[0, 1:-1], 0.5 * (stack[0, :-1] + stack[0, 1:]), atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [

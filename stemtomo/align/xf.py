@@ -112,6 +112,16 @@ def _check_count(xf: np.ndarray | torch.Tensor, n: int) -> None:
         raise InputError(f".xf: {np.shape(xf)[0]} transforms for {n} images; the counts must match")
 
 
+def _integer_offsets(xf: np.ndarray, raw_shape: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
+    """``(n, 2)`` int ``(ky, kx)`` with ``raw = out + k`` for the views whose transform is the identity matrix
+    with a whole-pixel shift (centres included); ``-1 << 62`` marks the others."""
+    m = np.asarray(xf, dtype=np.float64)
+    k = np.stack([centre(raw_shape[0]) - centre(out_shape[0]) - m[:, 1, 2],
+                  centre(raw_shape[1]) - centre(out_shape[1]) - m[:, 0, 2]], -1)
+    exact = np.all(m[:, :, :2] == np.eye(2), axis=(1, 2)) & np.all(np.abs(k - np.round(k)) < 1e-9, axis=1)
+    return np.where(exact[:, None], np.round(k), -(1 << 62)).astype(np.int64)
+
+
 def apply_xf(
     images: torch.Tensor, xf: np.ndarray | torch.Tensor, out_shape: Sequence[int] | None = None, *,
     max_points: int = 1 << 24,
@@ -120,19 +130,35 @@ def apply_xf(
 
     Bilinear interpolation; positions outside the raw image are filled with the image's mean (newstack's
     default fill; :func:`xf_coverage` tells which pixels those are). ``out_shape`` ``(ny', nx')`` defaults to
-    the raw shape. The sampling grid (float64 on the host, then the images' dtype and device) is built for as
-    many images at a time as keep it under ``max_points`` output pixels (at least one image): for a
-    61 × 4096² series at once it would take ~16 GB.
+    the raw shape. A view whose transform is the identity with a whole-pixel shift is copied exactly (an
+    identity ``.xf`` returns the stack bit for bit). The sampling grid (float64 on the host, then the images'
+    dtype and device) is built for as many images at a time as keep it under ``max_points`` output pixels
+    (at least one image): for a 61 × 4096² series at once it would take ~16 GB.
     """
     n, ny, nx = images.shape
     _check_count(xf, n)
     oy, ox = (ny, nx) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
     dev, dt = images.device, images.dtype
     out = torch.empty((n, oy, ox), dtype=dt, device=dev)
+    k = _integer_offsets(np.asarray(xf), (ny, nx), (oy, ox))
+    for i in np.flatnonzero(k[:, 0] > -(1 << 62)):
+        ky, kx = int(k[i, 0]), int(k[i, 1])
+        out[i] = images[i].mean()
+        y0, y1 = max(0, -ky), min(oy, ny - ky)
+        x0, x1 = max(0, -kx), min(ox, nx - kx)
+        if y1 > y0 and x1 > x0:
+            out[i, y0:y1, x0:x1] = images[i, y0 + ky : y1 + ky, x0 + kx : x1 + kx]
     for sl, grid in _sampling_grids(xf, (ny, nx), (oy, ox), max_points):
-        fill = images[sl].mean(dim=(1, 2), keepdim=True)
-        out[sl] = F.grid_sample((images[sl] - fill)[:, None], grid.to(device=dev, dtype=dt), mode="bilinear",
-                                padding_mode="zeros", align_corners=True)[:, 0] + fill
+        views = np.arange(n)[sl]
+        todo = views[k[views, 0] == -(1 << 62)]
+        if todo.size == 0:
+            continue
+        rows = torch.as_tensor(todo - views[0])
+        src = images[torch.as_tensor(todo)]
+        fill = src.mean(dim=(1, 2), keepdim=True)
+        out[torch.as_tensor(todo)] = F.grid_sample(
+            (src - fill)[:, None], grid[rows].to(device=dev, dtype=dt), mode="bilinear", padding_mode="zeros",
+            align_corners=True)[:, 0] + fill
     return out
 
 
