@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -52,7 +51,7 @@ from stemtomo.align.axis import (
 from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
 from stemtomo.align.quality import usable_tilts
 from stemtomo.align.shifts import cumulative_shifts, neighbour_shifts
-from stemtomo.core.geometry import check_angles
+from stemtomo.core.geometry import binning_factor, check_angles
 from stemtomo.errors import InputError, ParameterError
 from stemtomo.io.angles import check_axis_search_range, check_tilt_axis_angle
 
@@ -223,7 +222,7 @@ def coarse_align(
         raise ParameterError("alignment needs a tilt series of at least 2 images")
     if len(angles) != imgs.shape[0]:
         raise ParameterError(f"{len(angles)} tilt angles for {imgs.shape[0]} images; the counts must match")
-    factor = max(1, math.ceil(max(imgs.shape[-2:]) / config.max_size_px))
+    factor = binning_factor(imgs.shape, config.max_size_px)
     imgs, valid, weight, filtered, high = filtered_for_alignment(imgs, config.lowpass_sigma_px,
                                                                  config.highpass_sigma_px, factor)
     angles = np.asarray(angles, dtype=np.float64)

@@ -12,7 +12,7 @@ import torch
 from stemtomo.align.coarse import AlignConfig, Alignment, coarse_align
 from stemtomo.align.refine import holdout_reprojection_error
 from stemtomo.align.xf import apply_xf, xf_from_alignment
-from stemtomo.core.geometry import aligned_shape, raw_to_aligned
+from stemtomo.core.geometry import aligned_shape, binning_factor, raw_to_aligned
 from stemtomo.core.imaging import DEFAULT_KAPPA, linearize, normalized_intensities
 from stemtomo.recon.wbp import bin_images
 
@@ -52,12 +52,12 @@ def holdout_score(lines: torch.Tensor, angles: np.ndarray, max_px: int = 256, *,
     idx = np.arange(lines.shape[0]) if indices is None else np.asarray(indices, dtype=np.int64)
     angles = np.asarray(angles)[idx]
     if transform is None:
-        factor = max(1, int(np.ceil(max(lines.shape[-2:]) / max_px)))
+        factor = binning_factor(lines.shape, max_px)
         return holdout_reprojection_error(bin_images(lines if indices is None else lines[idx], factor), angles)
     binned = []
     for i in range(0, idx.size, chunk):
         part = transform(lines[idx[i : i + chunk]], idx[i : i + chunk])
-        binned.append(bin_images(part, max(1, int(np.ceil(max(part.shape[-2:]) / max_px)))))
+        binned.append(bin_images(part, binning_factor(part.shape, max_px)))
     return holdout_reprojection_error(torch.cat(binned), angles)
 
 

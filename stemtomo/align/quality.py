@@ -6,8 +6,6 @@ error on the other tilts, noise 1.76 px, against 0.1–0.2 px)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -61,8 +59,9 @@ def unusable_tilts_in(stack: torch.Tensor, angles_deg: np.ndarray, *, max_size_p
     filters them. For stacks that are not aligned here (an ``.xf`` from IMOD or AreTomo), which would
     otherwise reconstruct a blank frame without a word."""
     from stemtomo.align._filters import filtered_for_alignment, shift_limits
+    from stemtomo.core.geometry import binning_factor
 
-    factor = max(1, math.ceil(max(stack.shape[-2:]) / max_size_px))
+    factor = binning_factor(stack.shape, max_size_px)
     _, _, _, filtered, _ = filtered_for_alignment(stack, 1.0, 0.0, factor)
     return usable_tilts(filtered, np.asarray(angles_deg, dtype=np.float64),
                         shift_limits(filtered.shape, max_shift_fraction))[1]

@@ -15,7 +15,6 @@ corrected there (:attr:`~stemtomo.align.coarse.AlignConfig.twin_correction`, ``b
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ import torch
 from stemtomo.align._filters import _bandpass, to_canvas
 from stemtomo.align.axis import stretch_scores
 from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
+from stemtomo.core.geometry import binning_factor
 from stemtomo.core.projector import forward_project
 from stemtomo.errors import ParameterError
 from stemtomo.recon.wbp import wbp
@@ -85,7 +85,7 @@ def estimated_slab_px(
     shifted, mask = remove_shifts(imgs, valid, shifts_xy)
     aligned = to_canvas(shifted, alpha_deg)
     inside = to_canvas(mask, alpha_deg)
-    factor = max(1, math.ceil(max(aligned.shape[-2:]) / ESTIMATE_MAX_PX))
+    factor = binning_factor(aligned.shape, ESTIMATE_MAX_PX)
     measured = bin_images(inside, factor) > 0.99
     try:
         est = estimate_slab(bin_images(aligned, factor), angles_deg, measured=measured)

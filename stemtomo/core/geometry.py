@@ -39,6 +39,12 @@ def length_unit_px(ny: int, nx: int) -> float:
     return max(ny, nx) / 2.0
 
 
+def binning_factor(shape: Sequence[int], max_px: int) -> int:
+    """Smallest binning factor that brings images of ``shape`` (``(..., ny, nx)``) to ≤ ``max_px`` pixels on
+    their longer side (the estimates of ``align`` and ``--estimate-thickness`` run binned)."""
+    return max(1, math.ceil(max(int(shape[-2]), int(shape[-1])) / max_px))
+
+
 def check_angles(tilt_angles_deg: Sequence[float], option: str = "--tilts") -> np.ndarray:
     """Validate tilt angles: finite, strictly inside (-90°, 90°), at least one."""
     a = np.asarray(tilt_angles_deg, dtype=np.float64).reshape(-1)
@@ -165,6 +171,7 @@ def _rotate(
 __all__ = [
     "aligned_shape",
     "aligned_to_raw",
+    "binning_factor",
     "centre",
     "check_angles",
     "is_quarter_turn",

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stemtomo.core.geometry import binning_factor
 from stemtomo.errors import InputError, ParameterError
 from stemtomo.preprocess.defects import DefectConfig, remove_defects
 from stemtomo.preprocess.fill import alignment_coverage_record
@@ -230,7 +231,7 @@ ESTIMATE_MAX_PX = 256
 def estimate_binning(shape: Sequence[int]) -> int:
     """Binning factor that brings images of ``shape`` (``(..., ny, nx)``) to ≤ :data:`ESTIMATE_MAX_PX` for
     :func:`estimate_slab`."""
-    return max(1, math.ceil(max(shape[-2:]) / ESTIMATE_MAX_PX))
+    return binning_factor(shape, ESTIMATE_MAX_PX)
 
 
 def estimate_slab(
