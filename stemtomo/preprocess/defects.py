@@ -199,8 +199,8 @@ def _level_bins(level: np.ndarray, residual: np.ndarray, n_bins: int = 16) -> tu
 def local_noise_sigma(residual: np.ndarray, block_px: int, level: np.ndarray | None = None) -> np.ndarray:
     """Robust local noise σ ``(ny, nx)`` of a residual image (input units).
 
-    Block σ: ``1.4826 · median(|r|)`` per ``block_px`` block (``1.2533 · mean(|r|)`` where the median is
-    0, e.g. sparse counts), piecewise constant. With ``level`` (the local median image), the variance of
+    Block σ: ``1.4826 · median(|r|)`` per ``block_px`` block (where the median is 0, i.e. sparse counts,
+    the RMS of ``r`` without its largest 1 %), piecewise constant. With ``level`` (the local median image), the variance of
     the residuals is also fitted as a function of the level, ``σ² = a + b·level`` (shot + read noise), on
     the pixels binned by level (wherever they lie), and each pixel gets the larger of its block σ and the
     model σ at its own level: in a block that is mostly dark, the bright pixels are judged against their
