@@ -20,8 +20,8 @@ def _clean_mean(rng: np.random.Generator, n: int = 4, size: int = 96) -> np.ndar
 
 
 def test_no_false_positives_on_clean_poisson(rng: np.random.Generator) -> None:
-    """8 images × 96² Poisson pixels at 20–200 counts: at z > 8 a Gaussian tail is ~1e-15 and the Poisson
-    tail at λ ≥ 20 still < 1e-8, so the default must replace nothing; the noise σ it reports is the
+    """8 images × 96² Poisson pixels at 20–200 counts: at z > 7 a Gaussian tail is ~1e-12 and the
+    variance-stabilized Poisson tail at λ ≥ 20 is close to it, so the default must replace nothing; the noise σ it reports is the
     Poisson σ of the typical pixel (√λ ≈ 6–14)."""
     stack = rng.poisson(_clean_mean(rng, n=8)).astype(np.float32)
     out, report = remove_defects(stack)
@@ -99,9 +99,9 @@ def test_dead_column_and_row(rng: np.random.Generator) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "most"),
     [
-        ({"noise": {"dose": 40.0}}, 2),  # measured 1 (before the level-binned noise fit: 36)
+        ({"noise": {"dose": 40.0}}, 0),  # before the level-binned noise fit: 36; with it, plain z: 1
         ({}, 4),  # noise-free: measured 3 (before the dead-line rule: 158, 148 of them in edge columns)
-        ({"tilt_axis_angle_deg": 7.0, "shift_sigma_px": 5.0}, 1),  # raw frame, zero corners: 0 (before: 49)
+        ({"tilt_axis_angle_deg": 7.0, "shift_sigma_px": 5.0}, 2),  # raw frame, zero corners: 1 (before: 49)
     ],
     ids=["dose40", "clean", "clean-raw-frame"],
 )
@@ -110,7 +110,8 @@ def test_simulated_series_keeps_its_pixels(kwargs: dict, most: int) -> None:
     every noise block, so a block σ set by the dark pixels made 8σ of the bright ones' Poisson noise (36
     false hot pixels); the noise-free series has constant edge columns (rays leaving the phantom's side) and
     the raw frame constant zero corners, which the dead-line rule replaced as whole lines. Now no line is
-    replaced, at most a few 1-px extremes of the phantom are, and 12 injected hot pixels are all found."""
+    replaced, nothing at dose 40 and at most a few 1-px extremes of the noise-free phantom, and 12 injected
+    hot pixels are all found."""
     from stemtomo.simulate.config import NoiseConfig, SimulationConfig
     from stemtomo.simulate.simulate import simulate
 
@@ -130,6 +131,21 @@ def test_simulated_series_keeps_its_pixels(kwargs: dict, most: int) -> None:
     changed = out != bad
     assert changed[injected].all()
     assert np.count_nonzero(changed & ~injected) <= most
+
+
+def test_dead_pixel_in_a_poisson_image(rng: np.random.Generator) -> None:
+    """A 0 where the mean is ~30 counts (e^−30 under Poisson) is ~5.5 σ of the median's noise, under the
+    threshold; the variance-stabilized z (σ the mean of the noise at the median and at the pixel, the
+    noise fitted as σ² = a + b·level over the image's 20–200 counts) makes it ~10, and the pixel is
+    replaced, nothing else."""
+    mean = _clean_mean(rng, n=1)[0]
+    img = rng.poisson(mean).astype(np.float32)
+    y, x = np.unravel_index(np.argmin(np.abs(mean[8:-8, 8:-8] - 30.0)), (80, 80))
+    y, x = y + 8, x + 8
+    img[y, x] = 0
+    out, report = remove_defects(img)
+    assert report.dead.tolist() == [1] and report.replaced.tolist() == [1]
+    assert out[y, x] > 15 and np.count_nonzero(out != img) == 1
 
 
 def test_sparse_counts_noise_estimate(rng: np.random.Generator) -> None:

@@ -45,7 +45,8 @@ RemoveDefectsOpt = Annotated[bool, typer.Option(
 )]
 DefectThresholdOpt = Annotated[float | None, typer.Option(
     "--defect-threshold",
-    help="Robust z-score above which a pixel counts as hot (below minus it: dead), with --remove-defects [default: 8].",
+    help="Variance-stabilized robust z-score above which a pixel counts as hot (below minus it: dead), with "
+    "--remove-defects [default: 7].",
 )]
 NormalizeTiltsOpt = Annotated[NormalizeTilts, typer.Option(
     "--normalize-tilts",

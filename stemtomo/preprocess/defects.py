@@ -10,7 +10,15 @@ For each image independently:
    ``m``. The fit runs on the pixels binned by level, wherever they lie, so that the bright pixels of a
    block that is mostly dark (a Poisson-limited bright-field image at a few tens of counts) and a bright
    bead inside a dark block are each judged against their own noise.
-3. Robust z-score ``z = r / σ``; candidates ``|z| > threshold`` (hot: z > 0, cold/dead: z < 0).
+3. Variance-stabilized z-score ``z = r / σ``: the σ of step 2 (at the median ``m``) times
+   ``½(1 + σ_model(I)/σ_model(m))``, where ``σ_model(l) = √(c + b·l)`` and ``c = a + 3b²/8``; with the
+   model alone, ``z`` is then the difference of the generalized Anscombe transforms of ``I`` and ``m``,
+   which has unit variance under Poisson + Gaussian noise. A bright pixel is judged against the noise of
+   its own level, so a 1-px feature at a few counts that the median misses is not a hot pixel, and a 0
+   where the mean is 30 counts (5.5 σ of the median's noise, e^−30 under Poisson) is a dead one. The
+   factor is capped at :data:`STABILIZED_MAX_FACTOR` (2): on images with little or no shot noise the
+   fitted "model" is the structure's, and a hot pixel far above it must still stand out. Candidates
+   ``|z| > threshold`` (hot: z > 0, cold/dead: z < 0).
 4. Candidates are grouped into 8-connected clusters of one sign. A cluster is replaced only if it is
    small (``≤ max_cluster_px`` pixels) **and isolated**: every pixel of a hot cluster exceeds the
    brightest non-candidate pixel touching the cluster by more than ``isolation · |r|`` (half its own
@@ -32,15 +40,18 @@ Limits: a z-score cannot tell a hot pixel from a legitimate Poisson outlier at v
 electron per pixel, where the noise is far from Gaussian): there, raise ``threshold`` or skip this step.
 Features smaller than the clusters replaced (≤ ``max_cluster_px`` pixels, brighter than everything
 around them) are indistinguishable from hot pixels and are replaced too. On noise-free (simulated clean)
-images, ``σ`` measures the phantom's own fine structure, so its sharpest 1-px extremes can pass 8σ
-(measured: 3 pixels in a 31 × 48² ``simulate`` series, 35 in a 67 × 128² one), and a dead pixel in a
-dark region is not significant.
+images, ``σ`` measures the phantom's own fine structure, so its sharpest 1-px extremes can pass the
+threshold (measured: 3 pixels in a 31 × 48² ``simulate`` series, 35 in a 67 × 128² one), and a dead pixel
+in a dark region is not significant.
 
 References
 ----------
 D. N. Mastronarde, IMOD ``ccderaser`` manual (automatic peak finding: deviation from the local mean in
 units of the local standard deviation, size limits for the objects replaced),
 https://bio3d.colorado.edu/imod/doc/man/ccderaser.html
+
+M. Mäkitalo, A. Foi, "Optimal inversion of the generalized Anscombe transformation for Poisson-Gaussian
+noise", IEEE Trans. Image Process. 22(1), 91–103 (2013) (the transform ``2/b·√(b·x + 3b²/8 + σ²)``).
 """
 
 from __future__ import annotations
@@ -59,6 +70,8 @@ from stemtomo.errors import ParameterError
 log = logging.getLogger(__name__)
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+STABILIZED_MAX_FACTOR = 2.0
+"""Largest factor by which the variance stabilization raises the σ of a pixel brighter than its median."""
 _RING8 = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=bool)
 
 
@@ -66,8 +79,9 @@ _RING8 = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=bool)
 class DefectConfig:
     """Settings of :func:`remove_defects`."""
 
-    threshold: float = 8.0
-    """Robust z-score above which a pixel is a candidate hot (or, below minus it, dead) pixel."""
+    threshold: float = 7.0
+    """Variance-stabilized robust z-score above which a pixel is a candidate hot (or, below minus it, dead)
+    pixel."""
     window_px: int = 5
     """Median filter size, odd, ≥ 3 (5 replaces clusters up to 2×2 with a clean median)."""
     noise_block_px: int = 32
@@ -87,7 +101,7 @@ class DefectConfig:
     def validate(self) -> None:
         """Raise :class:`ParameterError` for out-of-range settings."""
         if not (math.isfinite(self.threshold) and self.threshold > 0):
-            raise ParameterError(f"hot-pixel threshold {self.threshold:g}: must be a positive z-score (e.g. 8)")
+            raise ParameterError(f"hot-pixel threshold {self.threshold:g}: must be a positive z-score (e.g. 7)")
         if self.window_px < 3 or self.window_px % 2 == 0:
             raise ParameterError(f"hot-pixel window {self.window_px}: must be odd and ≥ 3 (e.g. 5)")
         if self.noise_block_px < 8:
@@ -196,15 +210,19 @@ def _level_bins(level: np.ndarray, residual: np.ndarray, n_bins: int = 16) -> tu
     return np.asarray(levels), np.asarray(variances)
 
 
-def local_noise_sigma(residual: np.ndarray, block_px: int, level: np.ndarray | None = None) -> np.ndarray:
+def local_noise_sigma(
+    residual: np.ndarray, block_px: int, level: np.ndarray | None = None, value: np.ndarray | None = None
+) -> np.ndarray:
     """Robust local noise σ ``(ny, nx)`` of a residual image (input units).
 
     Block σ: ``1.4826 · median(|r|)`` per ``block_px`` block (where the median is 0, i.e. sparse counts,
-    the RMS of ``r`` without its largest 1 %), piecewise constant. With ``level`` (the local median image), the variance of
-    the residuals is also fitted as a function of the level, ``σ² = a + b·level`` (shot + read noise), on
-    the pixels binned by level (wherever they lie), and each pixel gets the larger of its block σ and the
-    model σ at its own level: in a block that is mostly dark, the bright pixels are judged against their
-    own (larger) Poisson noise.
+    the RMS of ``r`` without its largest 1 %), piecewise constant. With ``level`` (the local median
+    image), the variance of the residuals is also fitted as a function of the level, ``σ² = a + b·level``
+    (shot + read noise), on the pixels binned by level (wherever they lie), and each pixel gets the larger
+    of its block σ and the model σ at its own level: in a block that is mostly dark, the bright pixels are
+    judged against their own (larger) Poisson noise. With ``value`` (the image itself) as well, that σ is
+    multiplied by ``½(1 + σ_model(value)/σ_model(level))``, at most :data:`STABILIZED_MAX_FACTOR` (the
+    variance-stabilized z-score of the module notes, step 3).
     """
     ny, nx = residual.shape
     sig = _robust_sigma(np.abs(_blocks(residual, block_px)))
@@ -212,8 +230,17 @@ def local_noise_sigma(residual: np.ndarray, block_px: int, level: np.ndarray | N
     if level is None:
         return out
     a, b = _signal_variance_fit(*_level_bins(level, residual))
-    model = np.sqrt(np.clip(a + b * level, 0.0, None)).astype(out.dtype)
-    return np.maximum(out, model)
+    c = a + 0.375 * b * b  # the generalized Anscombe transform's constant (Poisson gain b, Gaussian variance a)
+    at_level = np.clip(c + b * level, 0.0, None)
+    sigma = np.maximum(out, np.sqrt(at_level).astype(out.dtype))
+    if value is None:
+        return sigma
+    # variance-stabilized: σ at the median times ½(1 + σ(value)/σ(median)) of the noise model, so that
+    # r / σ is the difference of the generalized Anscombe transforms of the value and the median; the
+    # factor is capped at 2, since on images with little or no shot noise the model fits structure
+    ratio = np.sqrt(np.clip(c + b * value, 0.0, None) / np.where(at_level > 0, at_level, 1.0))
+    factor = np.where(at_level > 0, np.minimum(0.5 * (1.0 + ratio), STABILIZED_MAX_FACTOR), 1.0)
+    return (sigma * factor).astype(out.dtype)
 
 
 def _stands_out(b: np.ndarray) -> np.ndarray:
@@ -274,7 +301,7 @@ def _clean_image(img: np.ndarray, config: DefectConfig) -> tuple[np.ndarray, dic
     work = np.float64 if img.dtype == np.float64 else np.float32
     x = img.astype(work)
     resid = x - med.astype(work)
-    sig = local_noise_sigma(resid, config.noise_block_px, med.astype(work))
+    sig = local_noise_sigma(resid, config.noise_block_px, med.astype(work), x)
     z = np.zeros_like(resid)  # σ = 0 (a perfectly flat block): any deviation is infinitely significant
     z[resid > 0], z[resid < 0] = np.inf, -np.inf
     np.divide(resid, sig, out=z, where=sig > 0)

@@ -70,7 +70,7 @@ class PrepareOptions:
         if self.normalize_tilts not in NORMALIZE_CHOICES:
             raise ParameterError(f"--normalize-tilts {self.normalize_tilts!r}: use one of {', '.join(NORMALIZE_CHOICES)}")
         if not (math.isfinite(self.defect_threshold) and self.defect_threshold > 0):
-            raise ParameterError(f"--defect-threshold {self.defect_threshold:g}: must be > 0 (e.g. 8)")
+            raise ParameterError(f"--defect-threshold {self.defect_threshold:g}: must be > 0 (e.g. 7)")
 
     @property
     def active(self) -> bool:
