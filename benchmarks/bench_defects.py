@@ -10,7 +10,8 @@ dose, are not significant, so "found" has no target; the false positives should 
 
 Cases (seed 0): ``simulate``'s bright-field cell series at 64² (67 tilts −50…49°), noise-free and at dose
 40 / 200 / 2, in the raw frame (axis 7°, σ = 5 px shifts: zero-filled corners), the HAADF nanoparticle
-series, and the 128² series. Prints a table and writes ``benchmarks/results/bench_defects.csv``.
+series, a HAADF-like 256² raw frame (seed 1, axis 86°, 31 tilts, dose 50) and the 128² series. Prints a table and
+writes ``benchmarks/results/bench_defects.csv``.
 
 Usage: ``python benchmarks/bench_defects.py [--quick] [--threads 1]`` (``--quick``: the first three cases).
 """
@@ -38,6 +39,8 @@ CASES: dict[str, dict] = {
     "bf raw frame dose 40": {"tilt_axis_angle_deg": 7.0, "shift_sigma_px": 5.0, "noise": NoiseConfig(dose=40.0)},
     "df nanoparticles clean": {"phantom": "nanoparticles", "contrast": "df"},
     "df nanoparticles dose 200": {"phantom": "nanoparticles", "contrast": "df", "noise": NoiseConfig(dose=200.0)},
+    "df HAADF-like 256² dose 50": {"size": 256, "seed": 1, "phantom": "nanoparticles", "contrast": "df", "tilts": "-60:60:4",
+                                   "tilt_axis_angle_deg": 86.0, "shift_sigma_px": 5.0, "noise": NoiseConfig(dose=50.0)},
     "bf 128² clean": {"size": 128},
     "bf 128² dose 100": {"size": 128, "noise": NoiseConfig(dose=100.0)},
 }

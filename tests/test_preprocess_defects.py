@@ -154,6 +154,23 @@ def test_dead_pixel_in_a_poisson_image() -> None:
     assert found >= 10, found
 
 
+def test_zero_fill_does_not_silence_the_noise_fit() -> None:
+    """Poisson counts of 2–40 beside an exact-zero fill (a rotated raw frame, vacuum without counts) on 46 %
+    of the image: the fill's level bins have variance 0, and with them in the robust line fit its median
+    residual was 0, every noisy bin was rejected and the fit said "no noise" (29 false positives over these
+    10 seeds; the same on a 256² HAADF-like series at dose 50: 37). Bins of variance 0 are left out, and a
+    negative intercept is refitted through the origin: none now."""
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        base = ndimage.gaussian_filter(rng.random((96, 96)), 3)
+        mean = 2 + 38 * (base - base.min()) / np.ptp(base)
+        img = rng.poisson(mean).astype(np.float32)
+        img[:, :44] = 0
+        out, report = remove_defects(img)
+        assert report.replaced.sum() == 0, (seed, report.replaced)
+        assert np.array_equal(out, img)
+
+
 def test_sparse_counts_noise_estimate(rng: np.random.Generator) -> None:
     """Below ~1 count per pixel most residuals are 0, so the median-based σ is 0: the fallback is the RMS
     without the largest 1 % (a mean |r| would give λ instead of √λ). At λ = 0.3, σ ≈ 0.55 (the mean-|r|

@@ -180,8 +180,15 @@ def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _signal_variance_fit(level: np.ndarray, var: np.ndarray) -> tuple[float, float]:
     """Robust straight line ``var ≈ a + b·level`` (three rounds of 3-MAD outlier rejection); ``(a, b)`` with
-    ``b ≥ 0``; ``(median var, 0)`` when the levels do not vary."""
-    keep = np.isfinite(var)
+    ``a, b ≥ 0`` (a negative intercept, from structure or discrete counts, made the model σ 0 at low levels
+    and doubled the z of any dark pixel there: the line goes through the origin instead); ``(median var,
+    0)`` when the levels do not vary. Values of exactly 0 (a constant fill, a
+    vacuum without counts) carry no noise and are left out: many of them made the median residual 0 and
+    rejected every other value, so the fit said "no noise"."""
+    valid = np.isfinite(var) & (var > 0)
+    if not valid.any():
+        return 0.0, 0.0
+    keep = valid
     a, b = float(np.median(var[keep])), 0.0
     for _ in range(3):
         if keep.sum() < 3:
@@ -189,9 +196,12 @@ def _signal_variance_fit(level: np.ndarray, var: np.ndarray) -> tuple[float, flo
         a, b = _line_fit(level[keep], var[keep])
         if b < 0:
             a, b = float(np.median(var[keep])), 0.0
+        elif a < 0:  # no negative read noise: the line through the origin instead
+            lv = level[keep]
+            a, b = 0.0, max(0.0, float(np.sum(lv * var[keep]) / max(float(np.sum(lv * lv)), 1e-300)))
         res = var - (a + b * level)
         mad = float(np.median(np.abs(res[keep]))) + 1e-30
-        keep = np.isfinite(var) & (np.abs(res) <= 3 * 1.4826 * mad)
+        keep = valid & (np.abs(res) <= 3 * 1.4826 * mad)
     return a, b
 
 
