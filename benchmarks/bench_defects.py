@@ -13,13 +13,19 @@ Cases (seed 0): ``simulate``'s bright-field cell series at 64² (67 tilts −50�
 series, a HAADF-like 256² raw frame (seed 1, axis 86°, 31 tilts, dose 50) and the 128² series. Prints a table and
 writes ``benchmarks/results/bench_defects.csv``.
 
-Usage: ``python benchmarks/bench_defects.py [--quick] [--threads 1]`` (``--quick``: the first three cases).
+``--sweep``: false positives only, on 48 untouched series (48² and 96², BF cell and DF nanoparticles, dose
+20 / 100 / 1000, aligned and raw frame with shifts, seeds 3/4, 25 tilts −60:60:5), totals per setting; writes
+``benchmarks/results/bench_defects_sweep.csv``.
+
+Usage: ``python benchmarks/bench_defects.py [--quick | --sweep] [--threads 1]`` (``--quick``: the first three
+cases).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import time
 from pathlib import Path
 
@@ -77,12 +83,45 @@ def run_case(name: str, kwargs: dict) -> dict:
     return row
 
 
+def sweep() -> list[dict]:
+    """False positives on the untouched series of the ``--sweep`` settings, summed over seeds 3 and 4."""
+    rows = []
+    for size, kind, dose, raw in itertools.product((48, 96), ("bf", "df"), (20.0, 100.0, 1000.0), (False, True)):
+        kw: dict = {"phantom": "nanoparticles", "contrast": "df"} if kind == "df" else {}
+        if raw:
+            kw.update(tilt_axis_angle_deg=-87.0 if kind == "df" else 12.0, shift_sigma_px=4.0)
+        false = 0
+        for seed in (3, 4):
+            sim = simulate(SimulationConfig(size=size, tilts="-60:60:5", seed=seed, noise=NoiseConfig(dose=dose), **kw))
+            assert sim.noisy is not None
+            false += int(remove_defects(sim.noisy.astype(np.float32))[1].replaced.sum())
+        rows.append({"size": size, "contrast": kind, "dose": dose, "raw_frame": raw, "false_positives": false,
+                     "pixels": 2 * 25 * size * size})
+        print(f"{size:4d}² {kind} dose {dose:6.0f} {'raw frame' if raw else 'aligned  '}: {false} false positives")
+    print(f"total: {sum(r['false_positives'] for r in rows)} in {sum(r['pixels'] for r in rows)} pixels of {2 * len(rows)} series")
+    return rows
+
+
+def _write(rows: list[dict], name: str) -> None:
+    out = Path(__file__).parent / "results" / name
+    out.parent.mkdir(exist_ok=True)
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the first three cases only")
+    parser.add_argument("--sweep", action="store_true", help="false positives on 48 untouched series instead")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.sweep:
+        _write(sweep(), "bench_defects_sweep.csv")
+        return
     cases = list(CASES.items())[: 3 if args.quick else None]
     rows = [run_case(name, kw) for name, kw in cases]
     head = f"{'case':27s} {'shape':11s} {'false hot/dead/line':>20s} {'found bright/dead/mod (of 20)':>30s} {'extra':>6s} {'s':>5s}"
@@ -92,13 +131,7 @@ def main() -> None:
         false = f"{r['false_hot']}/{r['false_dead']}/{r['false_line']}"
         found = f"{r['found_bright']}/{r['found_dead']}/{r['found_moderate']}"
         print(f"{r['case']:27s} {r['shape']:11s} {false:>20s} {found:>30s} {r['extra_with_injected']:>6d} {r['seconds']:>5.2f}")
-    out = Path(__file__).parent / "results" / "bench_defects.csv"
-    out.parent.mkdir(exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out}")
+    _write(rows, "bench_defects.csv")
 
 
 if __name__ == "__main__":
