@@ -41,7 +41,7 @@ electron per pixel, where the noise is far from Gaussian): there, raise ``thresh
 Features smaller than the clusters replaced (≤ ``max_cluster_px`` pixels, brighter than everything
 around them) are indistinguishable from hot pixels and are replaced too. On noise-free (simulated clean)
 images, ``σ`` measures the phantom's own fine structure, so its sharpest 1-px extremes can pass the
-threshold (measured: 3 pixels in a 31 × 48² ``simulate`` series, 35 in a 67 × 128² one), and a dead pixel
+threshold (measured: 3 pixels in a 31 × 48² ``simulate`` series, 37 in a 67 × 128² one), and a dead pixel
 in a dark region is not significant.
 
 References
