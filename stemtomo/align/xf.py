@@ -112,14 +112,17 @@ def _check_count(xf: np.ndarray | torch.Tensor, n: int) -> None:
         raise InputError(f".xf: {np.shape(xf)[0]} transforms for {n} images; the counts must match")
 
 
-def _integer_offsets(xf: np.ndarray, raw_shape: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
-    """``(n, 2)`` int ``(ky, kx)`` with ``raw = out + k`` for the views whose transform is the identity matrix
-    with a whole-pixel shift (centres included); ``-1 << 62`` marks the others."""
+def _whole_pixel_offsets(
+    xf: np.ndarray, raw_shape: tuple[int, int], out_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(exact, k)``: ``exact`` ``(n,)`` bool, the views whose transform is the identity matrix with a
+    whole-pixel shift (centres included), and for those ``k`` ``(n, 2)`` int ``(ky, kx)`` with
+    ``raw = out + k``."""
     m = np.asarray(xf, dtype=np.float64)
     k = np.stack([centre(raw_shape[0]) - centre(out_shape[0]) - m[:, 1, 2],
                   centre(raw_shape[1]) - centre(out_shape[1]) - m[:, 0, 2]], -1)
     exact = np.all(m[:, :, :2] == np.eye(2), axis=(1, 2)) & np.all(np.abs(k - np.round(k)) < 1e-9, axis=1)
-    return np.where(exact[:, None], np.round(k), -(1 << 62)).astype(np.int64)
+    return exact, np.where(exact[:, None], np.round(k), 0).astype(np.int64)
 
 
 def apply_xf(
@@ -140,8 +143,8 @@ def apply_xf(
     oy, ox = (ny, nx) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
     dev, dt = images.device, images.dtype
     out = torch.empty((n, oy, ox), dtype=dt, device=dev)
-    k = _integer_offsets(np.asarray(xf), (ny, nx), (oy, ox))
-    for i in np.flatnonzero(k[:, 0] > -(1 << 62)):
+    exact, k = _whole_pixel_offsets(np.asarray(xf), (ny, nx), (oy, ox))
+    for i in np.flatnonzero(exact):
         ky, kx = int(k[i, 0]), int(k[i, 1])
         out[i] = images[i].mean()
         y0, y1 = max(0, -ky), min(oy, ny - ky)
@@ -150,7 +153,7 @@ def apply_xf(
             out[i, y0:y1, x0:x1] = images[i, y0 + ky : y1 + ky, x0 + kx : x1 + kx]
     for sl, grid in _sampling_grids(xf, (ny, nx), (oy, ox), max_points):
         views = np.arange(n)[sl]
-        todo = views[k[views, 0] == -(1 << 62)]
+        todo = views[~exact[views]]
         if todo.size == 0:
             continue
         rows = torch.as_tensor(todo - views[0])

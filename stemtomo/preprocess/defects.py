@@ -180,11 +180,12 @@ def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _signal_variance_fit(level: np.ndarray, var: np.ndarray) -> tuple[float, float]:
     """Robust straight line ``var ≈ a + b·level`` (three rounds of 3-MAD outlier rejection); ``(a, b)`` with
-    ``a, b ≥ 0`` (a negative intercept, from structure or discrete counts, made the model σ 0 at low levels
-    and doubled the z of any dark pixel there: the line goes through the origin instead); ``(median var,
-    0)`` when the levels do not vary. Values of exactly 0 (a constant fill, a
-    vacuum without counts) carry no noise and are left out: many of them made the median residual 0 and
-    rejected every other value, so the fit said "no noise"."""
+    ``a, b ≥ 0``; ``(median var, 0)`` when the levels do not vary.
+
+    A negative intercept (from structure or discrete counts) made the model σ 0 at low levels and doubled
+    the z of any dark pixel there: the line goes through the origin instead. Values of exactly 0 (a
+    constant fill, a vacuum without counts) carry no noise and are left out: many of them made the median
+    residual 0 and rejected every other value, so the fit said "no noise"."""
     valid = np.isfinite(var) & (var > 0)
     if not valid.any():
         return 0.0, 0.0
