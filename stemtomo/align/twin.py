@@ -51,17 +51,21 @@ def twin_corrected_axes(
     inside = (to_canvas(mask, alpha_deg) > 0.99).to(aligned.dtype)
     if float(inside.sum()) == 0:
         return None, None
-    filled = torch.where(inside > 0, aligned, (aligned * inside).sum() / inside.sum())
+    filled = _mean_filled(aligned, inside)
     twin = forward_project(wbp(filled, angles_deg, nz), angles_deg, image_width=aligned.shape[-1]).to(aligned.dtype)
     data, bias = (refine_axis_by_flow(x, inside, angles_deg, 0.0) for x in (aligned, twin))
     log.debug("tilt axis twin: data flow %s, twin bias %s", data, bias)
     flow = None if data is None or bias is None else alpha_deg + data - bias
     if not stretch:
         return flow, None
-    twin_filled = torch.where(inside > 0, twin, (twin * inside).sum() / inside.sum())
-    data_s, bias_s = (_stretch_vertex(x, angles_deg, lowpass_sigma_px) for x in (filled, twin_filled))
+    data_s, bias_s = (_stretch_vertex(x, angles_deg, lowpass_sigma_px) for x in (filled, _mean_filled(twin, inside)))
     log.debug("tilt axis twin: data stretch %+.2f°, twin bias %+.2f°", data_s, bias_s)
     return flow, alpha_deg + data_s - bias_s
+
+
+def _mean_filled(images: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """``images`` where ``inside`` (> 0), their mean over ``inside`` elsewhere."""
+    return torch.where(inside > 0, images, (images * inside).sum() / inside.sum())
 
 
 def _stretch_vertex(images: torch.Tensor, angles_deg: np.ndarray, lowpass_sigma_px: float) -> float:

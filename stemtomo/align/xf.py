@@ -143,7 +143,8 @@ def apply_xf(
     oy, ox = (ny, nx) if out_shape is None else (int(out_shape[0]), int(out_shape[1]))
     dev, dt = images.device, images.dtype
     out = torch.empty((n, oy, ox), dtype=dt, device=dev)
-    exact, k = _whole_pixel_offsets(np.asarray(xf), (ny, nx), (oy, ox))
+    m = np.asarray(xf)
+    exact, k = _whole_pixel_offsets(m, (ny, nx), (oy, ox))
     for i in np.flatnonzero(exact):
         ky, kx = int(k[i, 0]), int(k[i, 1])
         out[i] = images[i].mean()
@@ -151,17 +152,14 @@ def apply_xf(
         x0, x1 = max(0, -kx), min(ox, nx - kx)
         if y1 > y0 and x1 > x0:
             out[i, y0:y1, x0:x1] = images[i, y0 + ky : y1 + ky, x0 + kx : x1 + kx]
-    for sl, grid in _sampling_grids(xf, (ny, nx), (oy, ox), max_points):
-        views = np.arange(n)[sl]
-        todo = views[~exact[views]]
-        if todo.size == 0:
-            continue
-        rows = torch.as_tensor(todo - views[0])
-        src = images[torch.as_tensor(todo)]
-        fill = src.mean(dim=(1, 2), keepdim=True)
-        out[torch.as_tensor(todo)] = F.grid_sample(
-            (src - fill)[:, None], grid[rows].to(device=dev, dtype=dt), mode="bilinear", padding_mode="zeros",
-            align_corners=True)[:, 0] + fill
+    interpolated = np.flatnonzero(~exact)
+    if interpolated.size == 0:
+        return out
+    for sl, grid in _sampling_grids(m[interpolated], (ny, nx), (oy, ox), max_points):  # grids for these only
+        views = torch.as_tensor(interpolated[sl])
+        fill = images[views].mean(dim=(1, 2), keepdim=True)
+        out[views] = F.grid_sample((images[views] - fill)[:, None], grid.to(device=dev, dtype=dt), mode="bilinear",
+                                   padding_mode="zeros", align_corners=True)[:, 0] + fill
     return out
 
 
