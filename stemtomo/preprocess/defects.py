@@ -302,17 +302,20 @@ def _isolated_clusters(
     ok[1:] = (sizes[1:] <= config.max_cluster_px) & (weakest > ring)
     # a single-pixel spike inside a cluster that is kept (a hot pixel touching a structure candidate) still
     # goes: it exceeds all 8 neighbours, candidates included, by the margin (the border has fewer neighbours)
+    kept = n - int(ok[1:].sum())
+    if kept == 0:
+        return ok[labels], 0
     all_neigh = ndimage.maximum_filter(s_img, footprint=_RING8, mode="constant", cval=-np.inf)
     spikes = cand & ~ok[labels] & (s_img - margin > all_neigh)
-    return ok[labels] | spikes, int(n - ok[1:].sum())
+    return ok[labels] | spikes, kept
 
 
 def _clean_image(img: np.ndarray, config: DefectConfig) -> tuple[np.ndarray, dict[str, Any]]:
     med = ndimage.median_filter(img, size=config.window_px, mode="reflect")
     work = np.float64 if img.dtype == np.float64 else np.float32
-    x = img.astype(work)
-    resid = x - med.astype(work)
-    sig = local_noise_sigma(resid, config.noise_block_px, med.astype(work), x)
+    x, level = img.astype(work), med.astype(work)
+    resid = x - level
+    sig = local_noise_sigma(resid, config.noise_block_px, level, x)
     z = np.zeros_like(resid)  # σ = 0 (a perfectly flat block): any deviation is infinitely significant
     z[resid > 0], z[resid < 0] = np.inf, -np.inf
     np.divide(resid, sig, out=z, where=sig > 0)
