@@ -54,7 +54,7 @@ def align(
     flow_axis: Annotated[bool | None, typer.Option("--flow-axis/--no-flow-axis", help="Combine the searched tilt-axis angle with the angle at which local displacements between neighbouring tilts run perpendicular to the axis (within 3°: their mean on images under 192 px, the searched angle from 192 px; else the latter). Default: AlignConfig.flow_axis (on).")] = None,
     twin_correction: Annotated[bool | None, typer.Option("--twin-correction/--no-twin-correction", help="Correct the tilt-axis criteria for the bias of overlapping features, measured on a series reprojected from a WBP of the data as deep as the slab (the sidecar's thickness_px, else estimated). Default: on, except from 192 px when the criteria agree (the stretch angle is kept there). --no-twin-correction: the previous default; about half the time on small images.")] = None,
     drop_unusable: Annotated[bool, typer.Option("--drop-unusable/--keep-unusable", help="Leave tilts without usable signal (blank or dark, or uncorrelated with their neighbours, like AreTomo's dark-image removal) out of the alignment and of the aligned stack, with a warning each; the .xf keeps a line for every image (interpolated shifts). --keep-unusable aligns and writes every tilt.")] = True,
-    contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens), else bf.")] = None,
+    contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf/df). Default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens; once aligned, or with --xf, from the aligned images), else bf.")] = None,
     remove_defects: RemoveDefectsOpt = False,
     defect_threshold: DefectThresholdOpt = None,
     normalize_tilts: NormalizeTiltsOpt = NormalizeTilts.none,
@@ -119,13 +119,16 @@ def align(
 def _apply(tilt_series: Path, output: Path, xf: Path, angles: Path | None, opts: dict, device: str,
            overwrite: bool, prep: Any, contrast: str | None, estimate: bool) -> None:
     from stemtomo.io import make_provenance, read_stack, write_image
-    from stemtomo.preprocess.contrast import resolve_contrast
+    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
     from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles)
-    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
-    aligned, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
+    choice = choose_contrast(contrast, image, prep.normalize_tilts, recheck=image.meta.tilt_angles_deg is not None)
+    aligned, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=dev)
+    if image.meta.tilt_angles_deg is not None:  # a guess read the drifting raw images: read the aligned ones
+        choice = recheck_on_aligned(choice, aligned, image.tilt_angles_deg, str(tilt_series))
+    contrast = choice.contrast
     meta = apply_records(image.meta, records).copy(contrast=contrast)
     if estimate:
         _thickness(aligned, image.tilt_angles_deg, meta, contrast, dev)
@@ -165,7 +168,7 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.errors import InputError
     from stemtomo.io import AtomicOutputs, make_provenance, read_stack, write_image
-    from stemtomo.preprocess.contrast import resolve_contrast
+    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
     from stemtomo.preprocess.fill import alignment_coverage_record
     from stemtomo.preprocess.pipeline import kept_tilt_records, prepare_tilt_series
 
@@ -173,9 +176,9 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     image = read_stack(tilt_series, angles=angles, require_angles=True)
     if image.data.shape[0] < 2:
         raise InputError(f"{tilt_series}: a single image cannot be aligned; a tilt series needs ≥ 2 images")
-    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
-    stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
-    meta = apply_records(image.meta, records).copy(contrast=contrast)
+    choice = choose_contrast(contrast, image, prep.normalize_tilts, recheck=True)
+    stack, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=dev)
+    meta = apply_records(image.meta, records)
     if search_range is not None and tilt_axis_angle is None:
         tilt_axis_angle = meta.tilt_axis_angle_deg or 0.0  # the sidecar's/.mdoc's axis is the starting point
     # the sidecar's slab (simulate's, or an earlier --estimate-thickness) sizes the WBP of --refine and
@@ -183,15 +186,26 @@ def _align(tilt_series: Path, output: Path, angles: Path | None, tilt_axis_angle
     config = AlignConfig(tilt_axis_angle_deg=tilt_axis_angle, axis_search_range_deg=search_range,
                          refine_iterations=refine, thickness_px=meta.thickness_px, **tuning)
     log = logging.getLogger("stemtomo.align")
-    try:
-        result = align_tilt_series(
-            stack, image.tilt_angles_deg, config, contrast=contrast,
-            kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA, normalization=meta.normalization,
-            prior_axis_deg=meta.tilt_axis_angle_deg, device=dev,
-            progress=lambda stage: log.debug("align: %s", stage),
-        )
-    except InputError as err:  # about the images (e.g. too few usable tilts): name the file
-        raise InputError(f"{tilt_series}: {err}") from None
+
+    def run(contrast: str) -> Any:
+        try:
+            return align_tilt_series(
+                stack, image.tilt_angles_deg, config, contrast=contrast,
+                kappa=meta.kappa if meta.kappa is not None else DEFAULT_KAPPA, normalization=meta.normalization,
+                prior_axis_deg=meta.tilt_axis_angle_deg, device=dev,
+                progress=lambda stage: log.debug("align: %s", stage),
+            )
+        except InputError as err:  # about the images (e.g. too few usable tilts): name the file
+            raise InputError(f"{tilt_series}: {err}") from None
+
+    result = run(choice.contrast)
+    # a guessed contrast read the raw images, whose centres a drift moves over the specimen: the aligned
+    # images tell it better, and a different answer is aligned again (the contrast matters to the shifts)
+    checked = recheck_on_aligned(choice, result.aligned, image.tilt_angles_deg[result.kept], str(tilt_series))
+    if checked.contrast != choice.contrast:
+        result = run(checked.contrast)
+    contrast = checked.contrast
+    meta = meta.copy(contrast=contrast)
     xf_path, png_path = output_paths(output)
     al = result.alignment
     kept_angles = image.tilt_angles_deg[result.kept]

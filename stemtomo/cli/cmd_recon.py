@@ -73,7 +73,7 @@ def recon(
     defocus_rays: Annotated[int, typer.Option("--defocus-rays", help="Jittered sub-rays per pixel with --defocus-max-px.")] = _D["defocus_rays"],
     thickness_px: Annotated[float | None, typer.Option("--thickness-px", help="Slab thickness in pixels [default: sidecar, else image width].")] = None,
     bin_factor: Annotated[int, typer.Option("--bin", help="Average-bin the images by this factor in x and y before training (after --xf); the model's voxels are that much larger, and --thickness-px, --defocus-max-px and the sidecar's thickness are read in input pixels.")] = 1,
-    contrast: Annotated[str | None, typer.Option("--contrast", help="bf | df [default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens), else bf].")] = None,
+    contrast: Annotated[str | None, typer.Option("--contrast", help="bf | df [default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens; once aligned, or with --xf, from the aligned images), else bf].")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation constant κ [default: sidecar, else 7].")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Hold out every k-th tilt for validation (0 = off).")] = _D["val_every_kth_tilt"],
     val_interval: Annotated[int, typer.Option("--val-interval", help="Validate every N steps.")] = _D["val_interval"],
@@ -204,15 +204,18 @@ def _prepared_image(
     from stemtomo.cli._prepare import apply_records
     from stemtomo.errors import InputError
     from stemtomo.io import Image, read_stack
-    from stemtomo.preprocess.contrast import resolve_contrast
+    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
     from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     image = read_stack(path, angles=angles, require_angles=True)
     if image.tilt_angles_deg.size < 2:
         raise InputError(f"{path}: {image.tilt_angles_deg.size} projection; a reconstruction needs a tilt series "
                          "of ≥ 2 images")
-    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
-    stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=device)
+    choice = choose_contrast(contrast, image, prep.normalize_tilts, recheck=prep.xf is not None)
+    stack, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=device)
+    if prep.xf is not None:  # a guess read the raw images: the aligned ones tell it better
+        choice = recheck_on_aligned(choice, stack, image.tilt_angles_deg, str(path))
+    contrast = choice.contrast
     meta = apply_records(image.meta, records).copy(contrast=contrast)
     if bin_factor > 1:
         import numpy as np

@@ -63,7 +63,7 @@ def wbp(
     positivity: Annotated[bool, typer.Option("--positivity/--no-positivity", help="SIRT: clamp the density at 0 after each iteration.")] = False,
     restore_mean: Annotated[bool | None, typer.Option("--restore-mean/--no-restore-mean", help="WBP with a known slab thickness: restore the slab's mean density (lost in the missing wedge) from the least-tilted image [default: on].")] = None,
     half_sets: Annotated[bool, typer.Option("--half-sets", help="Also write <output>_even/_odd reconstructions from the even/odd tilts in angle order (for FSC).")] = False,
-    contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf: I = exp(-κP), df: I = 1 - exp(-κP)). Default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens), else bf.")] = None,
+    contrast: Annotated[ContrastOpt | None, typer.Option("--contrast", help="Image contrast (bf: I = exp(-κP), df: I = 1 - exp(-κP)). Default: sidecar, else --normalize-tilts's kind, else guessed from the images (BF darkens with tilt, DF brightens; once aligned, or with --xf, from the aligned images), else bf.")] = None,
     kappa: Annotated[float | None, typer.Option("--kappa", help="Attenuation κ of the image model. Default: sidecar, else 7.")] = None,
     estimate_thickness: Annotated[bool, typer.Option("--estimate-thickness", help="Estimate the slab thickness and z-offset from a full-depth WBP first (z-profile), record them in the sidecar and reconstruct with that slab (centred, enclosing the estimate).")] = False,
     remove_defects: RemoveDefectsOpt = False,
@@ -140,7 +140,7 @@ def _run(
     from stemtomo.errors import InputError
     from stemtomo.io import Metadata, make_provenance, read_stack, write_image
     from stemtomo.io.stack import check_not_constant
-    from stemtomo.preprocess.contrast import resolve_contrast
+    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
     from stemtomo.preprocess.pipeline import prepare_tilt_series
     from stemtomo.recon.wbp import default_geometry, half_set_indices, line_integrals_from_stack, reconstruct
 
@@ -150,8 +150,11 @@ def _run(
     if tilts.size < 2:
         raise InputError(f"{tilt_series}: {tilts.size} projection; a reconstruction needs a tilt series of ≥ 2 images")
     check_not_constant(image.data, image.path)
-    contrast = resolve_contrast(contrast, image, prep.normalize_tilts)
-    stack, records = prepare_tilt_series(image, prep, contrast=contrast, device=dev)
+    choice = choose_contrast(contrast, image, prep.normalize_tilts, recheck=prep.xf is not None)
+    stack, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=dev)
+    if prep.xf is not None:  # a guess read the raw images: the aligned ones tell it better
+        choice = recheck_on_aligned(choice, stack, tilts, str(tilt_series))
+    contrast = choice.contrast
     meta = apply_records(image.meta, records)
     thickness_in = thickness_px if thickness_px is not None else meta.thickness_px
     config = dataclasses.replace(

@@ -132,7 +132,8 @@ def _describe_array(p: Path) -> dict[str, Any]:
         guess = guess_contrast(raw, np.asarray(meta.tilt_angles_deg))  # what the commands would use
         out["contrast"] = guess.contrast or "bf"
         sources["contrast"] = (f"the images: {guess.describe()}" if guess.contrast
-                               else "the default; not clear from the images, --contrast df for HAADF")
+                               else "the default; not clear from the raw images (align reads its aligned images "
+                                    "again), --contrast df for HAADF")
     if header is not None:
         if header.mode == 0 and header.unsigned_bytes:
             out["dtype"] = "uint8"

@@ -246,7 +246,7 @@ def estimate_thickness(
     uniform embedding layer) is estimated by its structured part. Gold beads on the surfaces help.
     """
     est = slab_from_profile(z_profile(volume, config, support=support), config)
-    log.info("thickness: %.1f voxels, centre offset %+.1f voxels", est.thickness_px, est.z_offset_px)
+    log.debug("thickness: %.1f voxels, centre offset %+.1f voxels", est.thickness_px, est.z_offset_px)
     return est
 
 
