@@ -23,6 +23,11 @@ axis near x: ``stemtomo simulate --phantom nanoparticles --contrast df --tilts -
 ``thick`` (held out for the automatic twin correction: cell slabs half the width and more, 96² slab 48 at
 axes 7°/−20° seeds 17/19, slab 56 at 90° seed 17, 128² slab 64 at 30° seed 17).
 
+``roi`` (region-of-interest geometry, as in real data: the specimen extends beyond the field of view on all
+sides, so no box edge enters the images): the cell phantom built and misaligned in a field 1.6× as wide,
+then the central N² cropped; 96², slabs 32 and 48, axes 7°/90°/−20°, seeds 21/23 (made after the defaults
+were chosen).
+
 ``--off`` adds a column with ``AlignConfig(twin_correction=False)``, no twin correction (the default before
 2026-12-02; CSV suffix ``_off``).
 ``--twin`` adds a column with ``AlignConfig(twin_correction=True)`` (CSV suffix ``_twin``); with
@@ -31,7 +36,7 @@ suffix ``_twin_slab``).
 ``--prior-offset D`` adds a column: ``align --tilt-axis-angle (α + D) --axis-search-range 5`` (a
 recorded axis D degrees off, refined locally); its CSV gets the suffix ``_prior``.
 
-Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate|haadf|haadf512|thick] [--size N]
+Usage: ``python benchmarks/bench_align_axis.py [--quick] [--cases bench|heldout|simulate|haadf|haadf512|thick|roi] [--size N]
 [--threads 1] [--prior-offset D] [--off] [--twin [--true-slab]]`` (``--quick``: seed 3 only).
 """
 
@@ -63,6 +68,8 @@ SIMULATE = [(64, 32, 7.0, seed) for seed in (1, 2, 3, 4)] + [(128, 64, 7.0, seed
 HAADF = [(256, 128, alpha, seed) for alpha in (86.0, -87.5) for seed in (1, 2)]
 HAADF512 = [(512, 256, alpha, seed) for alpha in (86.0, -87.5) for seed in (1, 2)]
 THICK = [(96, 48, alpha, seed) for alpha in (7.0, -20.0) for seed in (17, 19)] + [(96, 56, 90.0, 17), (128, 64, 30.0, 17)]
+ROI = [(96, slab, alpha, seed) for slab in (32, 48) for alpha in (7.0, 90.0, -20.0) for seed in (21, 23)]
+ROI_MARGIN = 1.6
 HAADF_DOSE = 200.0
 
 
@@ -83,6 +90,15 @@ def misaligned_series(size: int, thickness: int, alpha_deg: float, seed: int, do
         counts = torch.poisson(torch.exp(-raw.double()) * dose, generator=torch.Generator().manual_seed(seed))
         raw = -torch.log((counts / dose).clamp_min(1 / (2 * dose)))
     return raw.float().numpy(), shifts
+
+
+def roi_series(size: int, thickness: int, alpha_deg: float, seed: int, dose: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`misaligned_series` in a field :data:`ROI_MARGIN` × as wide, cropped to the central ``size²``:
+    the specimen (and the shifts' fill, up to 5σ) lies beyond every edge of the images."""
+    big = 2 * round(ROI_MARGIN * size / 2)
+    raw, shifts = misaligned_series(big, thickness, alpha_deg, seed, dose)
+    o = (big - size) // 2
+    return np.ascontiguousarray(raw[:, o : o + size, o : o + size]), shifts
 
 
 def simulated_series(size: int, alpha_deg: float, seed: int, dose: float, *, haadf: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,7 +131,7 @@ def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float, an
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seed 3 only")
-    parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf", "haadf512", "thick"),
+    parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf", "haadf512", "thick", "roi"),
                         default="bench")
     parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3)")
     parser.add_argument("--threads", type=int, default=1)
@@ -126,7 +142,8 @@ def main() -> None:
     parser.add_argument("--true-slab", action="store_true", help="give the twin run the true slab thickness")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512, "thick": THICK}
+    sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512, "thick": THICK,
+            "roi": ROI}
     cases = sized_cases(args.size) if args.size else sets[args.cases]
     cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
@@ -138,6 +155,8 @@ def main() -> None:
         for dose in (0, HAADF_DOSE if haadf else 40):
             if args.cases in ("simulate", "haadf", "haadf512") and not args.size:
                 raw, shifts, angles = simulated_series(size, alpha, seed, dose, haadf=haadf)
+            elif args.cases == "roi" and not args.size:
+                (raw, shifts), angles = roi_series(size, thickness, alpha, seed, dose), ANGLES
             else:
                 (raw, shifts), angles = misaligned_series(size, thickness, alpha, seed, dose), ANGLES
             stretch = coarse_align(raw, angles, AlignConfig(flow_axis=False)).tilt_axis_angle_deg
