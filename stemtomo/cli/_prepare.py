@@ -113,3 +113,21 @@ __all__ = [
     "prepare_option_values",
     "prepare_options",
 ]
+
+
+def prepare_with_contrast(image: Any, prep: PrepareOptions, option: str | None,
+                          device: Any) -> tuple[Any, dict[str, Any], str]:
+    """:func:`~stemtomo.preprocess.pipeline.prepare_tilt_series` with the contrast it is checked against,
+    ``(stack, records, contrast)``: ``--contrast``, sidecar, ``--normalize-tilts`` or a guess, and a guess read
+    again on the images an ``.xf`` aligned (:func:`~stemtomo.preprocess.contrast.recheck_on_aligned`; not
+    without tilt angles, e.g. ``align --apply`` of a bare stack)."""
+    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
+    from stemtomo.preprocess.pipeline import prepare_tilt_series
+
+    recheck = prep.xf is not None and image.meta.tilt_angles_deg is not None
+    choice = choose_contrast(option, image, prep.normalize_tilts, recheck=recheck)
+    stack, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=device)
+    if recheck:  # the guess read the raw images, whose centres a drift moves over the specimen
+        source = str(image.path) if image.path is not None else "the tilt series"
+        choice = recheck_on_aligned(choice, stack, image.tilt_angles_deg, source)
+    return stack, records, choice.contrast

@@ -32,6 +32,7 @@ from stemtomo.cli._prepare import (
     apply_records,
     prepare_option_values,
     prepare_options,
+    prepare_with_contrast,
 )
 
 
@@ -119,16 +120,10 @@ def align(
 def _apply(tilt_series: Path, output: Path, xf: Path, angles: Path | None, opts: dict, device: str,
            overwrite: bool, prep: Any, contrast: str | None, estimate: bool) -> None:
     from stemtomo.io import make_provenance, read_stack, write_image
-    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
-    from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     dev = resolve_device(device)
     image = read_stack(tilt_series, angles=angles)
-    choice = choose_contrast(contrast, image, prep.normalize_tilts, recheck=image.meta.tilt_angles_deg is not None)
-    aligned, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=dev)
-    if image.meta.tilt_angles_deg is not None:  # a guess read the drifting raw images: read the aligned ones
-        choice = recheck_on_aligned(choice, aligned, image.tilt_angles_deg, str(tilt_series))
-    contrast = choice.contrast
+    aligned, records, contrast = prepare_with_contrast(image, prep, contrast, dev)
     meta = apply_records(image.meta, records).copy(contrast=contrast)
     if estimate:
         _thickness(aligned, image.tilt_angles_deg, meta, contrast, dev)

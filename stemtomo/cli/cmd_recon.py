@@ -201,21 +201,15 @@ def _prepared_image(
     """The tilt series read and prepared (defects, per-tilt intensities, ``.xf``, then ``bin_factor``
     average binning, which scales the pixel size and the sidecar's thickness) as an ``Image`` whose
     metadata carry the preparation records, and those records' ``extra`` part (for the provenance)."""
-    from stemtomo.cli._prepare import apply_records
+    from stemtomo.cli._prepare import apply_records, prepare_with_contrast
     from stemtomo.errors import InputError
     from stemtomo.io import Image, read_stack
-    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
-    from stemtomo.preprocess.pipeline import prepare_tilt_series
 
     image = read_stack(path, angles=angles, require_angles=True)
     if image.tilt_angles_deg.size < 2:
         raise InputError(f"{path}: {image.tilt_angles_deg.size} projection; a reconstruction needs a tilt series "
                          "of ≥ 2 images")
-    choice = choose_contrast(contrast, image, prep.normalize_tilts, recheck=prep.xf is not None)
-    stack, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=device)
-    if prep.xf is not None:  # a guess read the raw images: the aligned ones tell it better
-        choice = recheck_on_aligned(choice, stack, image.tilt_angles_deg, str(path))
-    contrast = choice.contrast
+    stack, records, contrast = prepare_with_contrast(image, prep, contrast, device)
     meta = apply_records(image.meta, records).copy(contrast=contrast)
     if bin_factor > 1:
         import numpy as np

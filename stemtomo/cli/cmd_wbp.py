@@ -134,14 +134,12 @@ def _run(
 
     import numpy as np
 
-    from stemtomo.cli._prepare import apply_records
+    from stemtomo.cli._prepare import apply_records, prepare_with_contrast
     from stemtomo.core.device import check_memory
     from stemtomo.core.imaging import DEFAULT_KAPPA
     from stemtomo.errors import InputError
     from stemtomo.io import Metadata, make_provenance, read_stack, write_image
     from stemtomo.io.stack import check_not_constant
-    from stemtomo.preprocess.contrast import choose_contrast, recheck_on_aligned
-    from stemtomo.preprocess.pipeline import prepare_tilt_series
     from stemtomo.recon.wbp import default_geometry, half_set_indices, line_integrals_from_stack, reconstruct
 
     dev = resolve_device(device)
@@ -150,11 +148,7 @@ def _run(
     if tilts.size < 2:
         raise InputError(f"{tilt_series}: {tilts.size} projection; a reconstruction needs a tilt series of ≥ 2 images")
     check_not_constant(image.data, image.path)
-    choice = choose_contrast(contrast, image, prep.normalize_tilts, recheck=prep.xf is not None)
-    stack, records = prepare_tilt_series(image, prep, contrast=choice.contrast, device=dev)
-    if prep.xf is not None:  # a guess read the raw images: the aligned ones tell it better
-        choice = recheck_on_aligned(choice, stack, tilts, str(tilt_series))
-    contrast = choice.contrast
+    stack, records, contrast = prepare_with_contrast(image, prep, contrast, dev)
     meta = apply_records(image.meta, records)
     thickness_in = thickness_px if thickness_px is not None else meta.thickness_px
     config = dataclasses.replace(
