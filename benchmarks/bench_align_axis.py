@@ -26,7 +26,7 @@ axes 7°/−20° seeds 17/19, slab 56 at 90° seed 17, 128² slab 64 at 30° see
 ``roi`` (region-of-interest geometry, as in real data: the specimen extends beyond the field of view on all
 sides, so no box edge enters the images): the cell phantom built and misaligned in a field 1.6× as wide,
 then the central N² cropped; 96², slabs 32 and 48, axes 7°/90°/−20°, seeds 21/23 (made after the defaults
-were chosen).
+were chosen); with ``--size N`` at N², slabs N/3 and N/2 (CSV suffix ``_roi_N``).
 
 ``--off`` adds a column with ``AlignConfig(twin_correction=False)``, no twin correction (the default before
 2026-12-02; CSV suffix ``_off``).
@@ -44,14 +44,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from stemtomo.align import AlignConfig, apply_xf, coarse_align, xf_from_alignment
+from stemtomo.align import AlignConfig, apply_xf, coarse_align, ground_truth, xf_from_alignment
 from stemtomo.align.axis import axis_difference
 from stemtomo.core.geometry import length_unit_px
 from stemtomo.core.projector import forward_project
@@ -73,7 +72,11 @@ ROI_MARGIN = 1.6
 HAADF_DOSE = 200.0
 
 
-def sized_cases(size: int) -> list[tuple[int, int, float, int]]:
+def sized_cases(size: int, cases: str = "bench") -> list[tuple[int, int, float, int]]:
+    """The bench axes, seeds 3/5/7/11, at ``size²`` (slab N/3); for ``roi`` its axes and seeds (slabs N/3, N/2)."""
+    if cases == "roi":
+        return [(size, slab, alpha, seed) for slab in (size // 3, size // 2) for alpha in (7.0, 90.0, -20.0)
+                for seed in (21, 23)]
     return [(size, size // 3, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (3, 5, 7, 11)]
 
 
@@ -118,14 +121,8 @@ def simulated_series(size: int, alpha_deg: float, seed: int, dose: float, *, haa
 
 
 def gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha_deg: float, angles: np.ndarray = ANGLES) -> float:
-    """RMS shift error without the undeterminable 3D translation (u: dx·cosθ + dz·sinθ, a common v)."""
-    a = math.radians(-alpha_deg)
-    d = (est_xy - true_xy) @ np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]).T
-    th = np.deg2rad(angles)
-    basis = np.c_[np.cos(th), np.sin(th)]
-    du = d[:, 0] - basis @ np.linalg.lstsq(basis, d[:, 0], rcond=None)[0]
-    dv = d[:, 1] - d[:, 1].mean()
-    return float(np.sqrt((du**2 + dv**2).mean()))
+    """RMS shift error without the undeterminable 3D translation (:func:`stemtomo.align.ground_truth.gauge_free_rms`)."""
+    return ground_truth.gauge_free_rms(est_xy - true_xy, angles, alpha_deg)
 
 
 def main() -> None:
@@ -133,7 +130,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="seed 3 only")
     parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf", "haadf512", "thick", "roi"),
                         default="bench")
-    parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3)")
+    parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3); with --cases roi, the roi set at N²")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prior-offset", type=float, default=None,
                         help="also refine a given axis α + D within ±5° (--axis-search-range)")
@@ -144,7 +141,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512, "thick": THICK,
             "roi": ROI}
-    cases = sized_cases(args.size) if args.size else sets[args.cases]
+    cases = sized_cases(args.size, args.cases) if args.size else sets[args.cases]
     cases = [c for c in cases if c[3] == cases[0][3]] if args.quick else cases
     rows = []
     local_head = ((f" {'local':>8}" if args.prior_offset is not None else "") + (f" {'off':>8}" if args.off else "")
@@ -155,7 +152,7 @@ def main() -> None:
         for dose in (0, HAADF_DOSE if haadf else 40):
             if args.cases in ("simulate", "haadf", "haadf512") and not args.size:
                 raw, shifts, angles = simulated_series(size, alpha, seed, dose, haadf=haadf)
-            elif args.cases == "roi" and not args.size:
+            elif args.cases == "roi":
                 (raw, shifts), angles = roi_series(size, thickness, alpha, seed, dose), ANGLES
             else:
                 (raw, shifts), angles = misaligned_series(size, thickness, alpha, seed, dose), ANGLES
@@ -202,7 +199,7 @@ def main() -> None:
         print(f"{label:>8}: |α error| mean {err.mean():.2f}° max {err.max():.2f}°, < 0.5° in {(err < 0.5).sum()}/{err.size}")
     print(f"default shift RMS mean {np.mean([r['shift_rms_px'] for r in rows]):.2f} px")
     RESULTS.mkdir(exist_ok=True)
-    tag = f"_{args.size}" if args.size else "" if args.cases == "bench" else f"_{args.cases}"
+    tag = (f"_{args.cases}" if args.cases != "bench" else "") + (f"_{args.size}" if args.size else "")
     name = f"bench_align_axis{tag}{'_prior' if args.prior_offset is not None else ''}{'_off' if args.off else ''}{'_twin' if args.twin else ''}{'_slab' if args.twin and args.true_slab else ''}{'_quick' if args.quick else ''}.csv"
     with open(RESULTS / name, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

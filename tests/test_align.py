@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from stemtomo.align import AlignConfig, apply_xf, coarse_align, format_xf, read_xf, xf_from_alignment
+from stemtomo.align.ground_truth import gauge_free_rms
 from stemtomo.core.geometry import length_unit_px
 from stemtomo.core.projector import forward_project
 from stemtomo.errors import InputError, ParameterError
@@ -21,11 +22,6 @@ ANGLES = np.arange(-60.0, 61.0, 3.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _rot(deg: float) -> np.ndarray:
-    a = math.radians(deg)
-    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
 
 
 def test_xf_round_trip_and_layout(tmp_path: Path) -> None:
@@ -116,16 +112,22 @@ def _misaligned_series(size: int, thickness: int, alpha: float, sigma: float, se
 
 
 def _gauge_free_rms(est_xy: np.ndarray, true_xy: np.ndarray, alpha: float, angles: np.ndarray = ANGLES) -> float:
-    """RMS shift error after removing what no alignment can determine: a 3D translation of the specimen
-    (u-shifts dx·cosθ + dz·sinθ, a common v-shift)."""
-    rot = _rot(-alpha)
-    d = (est_xy - true_xy) @ rot.T
-    th = np.deg2rad(angles)
-    basis = np.c_[np.cos(th), np.sin(th)]
-    coef, *_ = np.linalg.lstsq(basis, d[:, 0], rcond=None)
-    du = d[:, 0] - basis @ coef
-    dv = d[:, 1] - d[:, 1].mean()
-    return float(np.sqrt((du**2 + dv**2).mean()))
+    return gauge_free_rms(est_xy - true_xy, angles, alpha)
+
+
+def test_gauge_free_rms_ignores_only_a_3d_translation() -> None:
+    """A 3D translation of the specimen (dx, dy, dz) moves tilt θ by dx·cosθ + dz·sinθ across the axis and dy
+    along it, which no alignment can see: its score is 0; the same plus a 0.3 px error on one tilt is not."""
+    th = np.deg2rad(ANGLES)
+    a = math.radians(7.0)
+    across, along = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
+    translation = np.outer(2.0 * np.cos(th) - 3.0 * np.sin(th), across) + 1.5 * along
+    assert gauge_free_rms(translation, ANGLES, 7.0) == pytest.approx(0.0, abs=1e-9)
+    assert gauge_free_rms(translation, ANGLES, 0.0) > 0.1  # the frame matters
+    bumped = translation.copy()
+    bumped[5] += 0.3 * along
+    expected = 0.3 * math.sqrt((1 - 1 / ANGLES.size) / ANGLES.size)  # one tilt off, the common mean removed
+    assert gauge_free_rms(bumped, ANGLES, 7.0) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.fixture(scope="module")

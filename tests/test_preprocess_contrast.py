@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from stemtomo.align.ground_truth import gauge_free_rms
 from stemtomo.io import Image, Metadata
 from stemtomo.preprocess.contrast import ContrastChoice, guess_contrast, recheck_on_aligned, resolve_contrast
 from stemtomo.simulate.config import NoiseConfig, SimulationConfig
@@ -146,11 +147,7 @@ def _gauge_free_rms(xf_path: Path, drift: np.ndarray, angles: np.ndarray) -> flo
     (u: x0 cos θ + z0 sin θ, v: y0)."""
     xf = np.loadtxt(xf_path)  # IMOD lines: A11 A12 A21 A22 DX DY
     residual = xf[:, 4:] + np.einsum("nij,nj->ni", xf[:, :4].reshape(-1, 2, 2), drift)
-    th = np.deg2rad(angles)
-    basis = np.stack([np.cos(th), np.sin(th)], axis=1)
-    u = residual[:, 0] - basis @ np.linalg.lstsq(basis, residual[:, 0], rcond=None)[0]
-    v = residual[:, 1] - residual[:, 1].mean()
-    return float(np.sqrt(np.mean(u**2 + v**2)))
+    return gauge_free_rms(residual, angles)
 
 
 def test_a_drifting_dark_field_stack_is_recognized_once_aligned(workdir: Path, cli) -> None:
