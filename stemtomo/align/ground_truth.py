@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from stemtomo.align._filters import uv_to_raw
 
 
 def gauge_free_rms(error_xy: np.ndarray, tilt_angles_deg: np.ndarray, tilt_axis_angle_deg: float = 0.0) -> float:
@@ -15,9 +15,7 @@ def gauge_free_rms(error_xy: np.ndarray, tilt_angles_deg: np.ndarray, tilt_axis_
     ``error_xy`` are raw-frame errors (estimated minus true shifts), rotated by ``−tilt_axis_angle_deg`` into
     the aligned frame (tilt axis along y); pass 0 for errors already in that frame (e.g. ``.xf`` translations).
     """
-    a = math.radians(-tilt_axis_angle_deg)
-    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    d = np.asarray(error_xy, dtype=np.float64) @ rot.T
+    d = uv_to_raw(np.asarray(error_xy, dtype=np.float64), -tilt_axis_angle_deg)  # the inverse: raw → aligned
     theta = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64))
     basis = np.c_[np.cos(theta), np.sin(theta)]
     du = d[:, 0] - basis @ np.linalg.lstsq(basis, d[:, 0], rcond=None)[0]

@@ -103,18 +103,6 @@ def apply_records(meta: Metadata, records: dict[str, Any]) -> Metadata:
     return out
 
 
-__all__ = [
-    "DefectThresholdOpt",
-    "NormalizeTilts",
-    "NormalizeTiltsOpt",
-    "RemoveDefectsOpt",
-    "XfOpt",
-    "apply_records",
-    "prepare_option_values",
-    "prepare_options",
-]
-
-
 def prepare_with_contrast(image: Any, prep: PrepareOptions, option: str | None,
                           device: Any) -> tuple[Any, dict[str, Any], str]:
     """:func:`~stemtomo.preprocess.pipeline.prepare_tilt_series` with the contrast it is checked against,
@@ -131,3 +119,17 @@ def prepare_with_contrast(image: Any, prep: PrepareOptions, option: str | None,
         source = str(image.path) if image.path is not None else "the tilt series"
         choice = recheck_on_aligned(choice, stack, image.tilt_angles_deg, source)
     return stack, records, choice.contrast
+
+
+__all__ = [
+    "DefectThresholdOpt",
+    "NormalizeTilts",
+    "NormalizeTiltsOpt",
+    "RemoveDefectsOpt",
+    "XfOpt",
+    "apply_records",
+    "prepare_option_values",
+    "prepare_options",
+    "prepare_with_contrast",
+]
+
