@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--twin", action="store_true", help="also run with the twin bias correction")
     parser.add_argument("--true-slab", action="store_true", help="give the twin run the true slab thickness")
     args = parser.parse_args()
+    if args.size and args.cases not in ("bench", "roi"):
+        parser.error("--size works with --cases bench or roi")
     torch.set_num_threads(args.threads)
     sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512, "thick": THICK,
             "roi": ROI}
@@ -150,7 +152,7 @@ def main() -> None:
     haadf = args.cases in ("haadf", "haadf512")
     for size, thickness, alpha, seed in cases:
         for dose in (0, HAADF_DOSE if haadf else 40):
-            if args.cases in ("simulate", "haadf", "haadf512") and not args.size:
+            if args.cases in ("simulate", "haadf", "haadf512"):
                 raw, shifts, angles = simulated_series(size, alpha, seed, dose, haadf=haadf)
             elif args.cases == "roi":
                 (raw, shifts), angles = roi_series(size, thickness, alpha, seed, dose), ANGLES

@@ -118,8 +118,11 @@ class AlignConfig:
     2026-12-02): 24 bench cell slabs a third of the width 0.56° (1.51°, 12) → 0.38° (1.27°, 17); 14 held-out
     ones 0.58° (1.14°, 7) → 0.28° (0.79°, 12); 14 ``stemtomo simulate`` default series (slab half the width)
     1.68° (4.21°, 2) → 0.73° (2.05°, 8); 12 held-out thick slabs (``--cases thick``) 1.37° (4.79°, 3) → 0.99°
-    (2.06°, 3); 8 HAADF-like 256² series unchanged, 0.32° (0.53°, 6). Costs a slab estimate, a WBP and three
-    more criterion readings: about 2× the alignment time below 192 px (bench 2.9 s → 6.2 s per series)."""
+    (2.06°, 3); 8 HAADF-like 256² series unchanged, 0.32° (0.53°, 6). With the twin volume wider than the
+    field (:data:`~stemtomo.align.twin.PAD_FRACTION`, 2026-12-03) the default gave 0.35°, 0.31°, 0.82°, 0.89° on
+    those four sets, and 1.34° → 0.93° mean on 24 series whose specimen extends beyond the field (``--cases
+    roi``). Costs a slab estimate, a WBP and three more criterion readings: about 2× the alignment time below
+    192 px (bench 2.9 s → 6.2 s per series)."""
     lowpass_sigma_px: float = 1.0
     """Gaussian low-pass (real-space σ, pixels) applied before correlation, against noise."""
     highpass_sigma_px: float = 0.0
