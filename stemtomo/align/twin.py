@@ -26,7 +26,7 @@ from stemtomo.align.flow import refine_axis_by_flow, remove_shifts
 from stemtomo.core.geometry import binning_factor
 from stemtomo.core.projector import forward_project
 from stemtomo.errors import ParameterError
-from stemtomo.recon.wbp import wbp
+from stemtomo.recon.wbp import bin_images, wbp
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,12 @@ overlaps differed from the data's near the edges. The wider volume reconstructs 
 tilts that see it. Measured with the slab given (``bench_align_axis.py --cases roi``, the specimen beyond every
 edge), |α error| mean / max / count under 0.5°, field-wide → padded: 24 series at 96² 1.22° / 3.13° / 3 → 0.83° /
 2.29° / 8; 8 at 192² 1.23° / 4.42° / 4 → 0.53° / 1.02° / 5. A full width (1.0) was no better at 96² (0.91°)."""
+TWIN_MAX_PX = 256
+"""Images are binned to at most this width for the twin and the four criterion readings (a 512² twin costs
+minutes). Measured on 8 HAADF-like series at 512² (``benchmarks/bench_align_axis.py --cases haadf512``),
+|α error| mean / max without the twin (the stretch α) → twin at 256²: 0.18° / 0.27° → 0.08° / 0.14°, for
+about 20 s more per series (about 90 s) on one thread. On 24 ROI series at 192² a twin binned to 96²
+did worse than one at full size (mean 0.60° against 0.48°)."""
 ESTIMATE_MAX_PX = 128
 """Images are binned to at most this width for the slab estimate that decides on the correction."""
 
@@ -53,15 +59,20 @@ def twin_corrected_axes(
 
     ``imgs`` ``(n, ny, nx)`` are raw line integrals with fill neutralized and ``valid`` their data mask;
     ``shifts_xy`` the raw-frame specimen shifts at ``alpha_deg`` (as :class:`~stemtomo.align.coarse.Alignment`);
-    ``nz`` the depth of the WBP slab (pixels).
+    ``nz`` the depth of the WBP slab (pixels). All is binned to at most :data:`TWIN_MAX_PX` wide first.
     """
+    factor = binning_factor(imgs.shape, TWIN_MAX_PX)
+    if factor > 1:
+        imgs, valid = bin_images(imgs, factor), (bin_images(valid.to(imgs.dtype), factor) > 0.99).to(imgs.dtype)
+        shifts_xy, nz = np.asarray(shifts_xy) / factor, max(4, round(nz / factor))
     shifted, mask = remove_shifts(imgs, valid, shifts_xy)
     aligned = to_canvas(shifted, alpha_deg)
     inside = (to_canvas(mask, alpha_deg) > 0.99).to(aligned.dtype)
     if float(inside.sum()) == 0:
         return None, None
-    filled = _mean_filled(aligned, inside)
-    twin = _twin_series(filled, angles_deg, nz, fill=float((aligned * inside).sum() / inside.sum()))
+    fill = float((aligned * inside).sum() / inside.sum())
+    filled = torch.where(inside > 0, aligned, fill)
+    twin = _twin_series(filled, angles_deg, nz, fill=fill)
     data, bias = (refine_axis_by_flow(x, inside, angles_deg, 0.0) for x in (aligned, twin))
     log.debug("tilt axis twin: data flow %s, twin bias %s", data, bias)
     flow = None if data is None or bias is None else alpha_deg + data - bias
@@ -103,7 +114,6 @@ def estimated_slab_px(
     most :data:`ESTIMATE_MAX_PX` wide; the enclosing thickness also spans the slab's offset from the centre,
     which a depth-centred twin must hold); None when no slab is found. Arguments as :func:`twin_corrected_axes`."""
     from stemtomo.preprocess.pipeline import enclosing_thickness, estimate_slab
-    from stemtomo.recon.wbp import bin_images
 
     shifted, mask = remove_shifts(imgs, valid, shifts_xy)
     aligned = to_canvas(shifted, alpha_deg)
