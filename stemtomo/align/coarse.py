@@ -107,18 +107,18 @@ class AlignConfig:
     :func:`~stemtomo.align.shifts.neighbour_shifts`: 3.85° (9.90°, 0) → 1.68° (4.21°, 2)). With it the whole of
     coarse_align took 2.7 s at 96² and 8.3 s at 192² (41 tilts), 8.6 s on a 128² simulate series (67
     tilts), one thread (2.4 s, 8.3 s and 5.8 s with the previous flow criterion)."""
-    twin_correction: bool | None = None
+    twin_correction: bool = True
     """Correct the axis criteria for the bias of the specimen's overlaps, measured on a "twin" series reprojected
     from a WBP of the data aligned at the uncorrected α (:func:`~stemtomo.align.twin.twin_corrected_axes`). Its
     depth is the slab (``thickness_px``, else estimated from the data: :func:`~stemtomo.align.twin.estimated_slab_px`;
     none found: no correction). On thin slabs both criteria are corrected and combined as before; on thick ones
     (at least :data:`TWIN_MIN_FRACTION` of the width), where the stretch criterion's reading on the twin does not
     help, only the displacement direction. The twin runs on images binned to at most
-    :data:`~stemtomo.align.twin.TWIN_MAX_PX` wide. None (default) and True: correct; False: never. (Until
+    :data:`~stemtomo.align.twin.TWIN_MAX_PX` wide. False: never. (Until
     2026-12-03 the default skipped it from :data:`STRETCH_ALONE_PX` when the two criteria agreed; with the
     binned twin, |α error| mean / max / count < 0.5° went 0.81° / 1.57° / 8 → 0.48° / 1.26° / 14 on 24 ROI
     series at 192² and 0.18° / 0.27° / 8 → 0.08° / 0.14° / 8 on 8 HAADF-like series at 512².)
-    Measured |error| mean (max, count < 0.5°), False → None (``benchmarks/bench_align_axis.py --off``,
+    Measured |error| mean (max, count < 0.5°), False → on (``benchmarks/bench_align_axis.py --off``,
     2026-12-02): 24 bench cell slabs a third of the width 0.56° (1.51°, 12) → 0.38° (1.27°, 17); 14 held-out
     ones 0.58° (1.14°, 7) → 0.28° (0.79°, 12); 14 ``stemtomo simulate`` default series (slab half the width)
     1.68° (4.21°, 2) → 0.73° (2.05°, 8); 12 held-out thick slabs (``--cases thick``) 1.37° (4.79°, 3) → 0.99°
@@ -298,7 +298,7 @@ def _align_prepared(imgs: torch.Tensor, valid: torch.Tensor, weight: torch.Tenso
             if flow_alpha is not None:
                 alpha = _combine(stretch_alpha, flow_alpha, alone)
             plan = None
-            if flow_alpha is not None and config.twin_correction is not False:
+            if flow_alpha is not None and config.twin_correction:
                 s_alpha = uv_to_raw(shifts_at(alpha, max_shift)[0], alpha)
                 plan = _twin_plan(imgs, valid, angles, alpha, s_alpha, slab_nz)
             if plan is not None:

@@ -70,9 +70,8 @@ def twin_corrected_axes(
     inside = (to_canvas(mask, alpha_deg) > 0.99).to(aligned.dtype)
     if float(inside.sum()) == 0:
         return None, None
-    fill = float((aligned * inside).sum() / inside.sum())
-    filled = torch.where(inside > 0, aligned, fill)
-    twin = _twin_series(filled, angles_deg, nz, fill=fill)
+    filled = _mean_filled(aligned, inside)
+    twin = _twin_series(filled, angles_deg, nz)
     data, bias = (refine_axis_by_flow(x, inside, angles_deg, 0.0) for x in (aligned, twin))
     log.debug("tilt axis twin: data flow %s, twin bias %s", data, bias)
     flow = None if data is None or bias is None else alpha_deg + data - bias
@@ -83,12 +82,13 @@ def twin_corrected_axes(
     return flow, alpha_deg + data_s - bias_s
 
 
-def _twin_series(filled: torch.Tensor, angles_deg: np.ndarray, nz: int, *, fill: float) -> torch.Tensor:
-    """Reprojection of a WBP (slab ``nz``) of the aligned ``filled`` images, the volume :data:`PAD_FRACTION` of
-    the width wider than the field on each side across the axis (the images padded with ``fill``), cropped back."""
+def _twin_series(filled: torch.Tensor, angles_deg: np.ndarray, nz: int) -> torch.Tensor:
+    """Reprojection of a WBP (slab ``nz``) of the aligned, :func:`_mean_filled` images ``filled``, the volume
+    :data:`PAD_FRACTION` of the width wider than the field on each side across the axis (the images padded with
+    their mean, which is their fill), cropped back."""
     nx = filled.shape[-1]
     pad = round(PAD_FRACTION * nx)
-    wide = torch.nn.functional.pad(filled, (pad, pad), value=fill)
+    wide = torch.nn.functional.pad(filled, (pad, pad), value=float(filled.mean()))
     twin = forward_project(wbp(wide, angles_deg, nz), angles_deg, image_width=nx + 2 * pad)
     return twin[..., pad : pad + nx].to(filled.dtype)
 
