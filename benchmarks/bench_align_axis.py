@@ -21,7 +21,8 @@ axis near x: ``stemtomo simulate --phantom nanoparticles --contrast df --tilts -
 3/5/7/11 at N², slab N/3).
 
 ``thick`` (held out for the automatic twin correction: cell slabs half the width and more, 96² slab 48 at
-axes 7°/−20° seeds 17/19, slab 56 at 90° seed 17, 128² slab 64 at 30° seed 17).
+axes 7°/−20° seeds 17/19, slab 56 at 90° seed 17, 128² slab 64 at 30° seed 17); with ``--size N`` the bench
+axes at N², slab N/2, seeds 31/33 (CSV suffix ``_thick_N``; made to check the thick-slab rule from 192 px).
 
 ``roi`` (region-of-interest geometry, as in real data: the specimen extends beyond the field of view on all
 sides, so no box edge enters the images): the cell phantom built and misaligned in a field 1.6× as wide,
@@ -73,7 +74,10 @@ HAADF_DOSE = 200.0
 
 
 def sized_cases(size: int, cases: str = "bench") -> list[tuple[int, int, float, int]]:
-    """The bench axes, seeds 3/5/7/11, at ``size²`` (slab N/3); for ``roi`` its axes and seeds (slabs N/3, N/2)."""
+    """The bench axes, seeds 3/5/7/11, at ``size²`` (slab N/3); for ``roi`` its axes and seeds (slabs N/3, N/2);
+    for ``thick`` the bench axes with seeds 31/33 (slab N/2)."""
+    if cases == "thick":
+        return [(size, size // 2, alpha, seed) for alpha in (7.0, 90.0, -20.0) for seed in (31, 33)]
     if cases == "roi":
         return [(size, slab, alpha, seed) for slab in (size // 3, size // 2) for alpha in (7.0, 90.0, -20.0)
                 for seed in (21, 23)]
@@ -130,7 +134,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="seed 3 only")
     parser.add_argument("--cases", choices=("bench", "heldout", "simulate", "haadf", "haadf512", "thick", "roi"),
                         default="bench")
-    parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3); with --cases roi, the roi set at N²")
+    parser.add_argument("--size", type=int, default=None, help="the bench axes, seeds 3/5/7/11, at N² (slab N/3); with --cases roi / thick, those sets at N²")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prior-offset", type=float, default=None,
                         help="also refine a given axis α + D within ±5° (--axis-search-range)")
@@ -138,8 +142,8 @@ def main() -> None:
     parser.add_argument("--twin", action="store_true", help="also run with the twin bias correction")
     parser.add_argument("--true-slab", action="store_true", help="give the twin run the true slab thickness")
     args = parser.parse_args()
-    if args.size and args.cases not in ("bench", "roi"):
-        parser.error("--size works with --cases bench or roi")
+    if args.size and args.cases not in ("bench", "roi", "thick"):
+        parser.error("--size works with --cases bench, roi or thick")
     torch.set_num_threads(args.threads)
     sets = {"bench": CASES, "heldout": HELDOUT, "simulate": SIMULATE, "haadf": HAADF, "haadf512": HAADF512, "thick": THICK,
             "roi": ROI}

@@ -205,3 +205,40 @@ def test_twin_series_removes_the_overlap_bias_of_the_stretch_criterion() -> None
     assert abs(stretch) < 0.3 < 1.0 < abs(plain), (stretch, plain)
     assert twin_corrected_axes(lines, torch.ones_like(lines), ANGLES, 0.0, np.zeros((ANGLES.size, 2)), 32,
                                stretch=False)[1] is None
+
+
+@pytest.mark.parametrize(("slab", "alone_px", "expected"), [(24, 64, -0.4), (48, 64, 0.3), (48, 192, None)])
+def test_thick_slabs_from_stretch_alone_px_average_both_corrected_criteria(
+        monkeypatch: pytest.MonkeyPatch, slab: int, alone_px: int, expected: float | None) -> None:
+    """From STRETCH_ALONE_PX (lowered here to 64 for a 96² series) a thin slab keeps the twin-corrected stretch α
+    (−0.4°), a thick one (48 px ≥ 0.42 · 96) the mean of both corrected criteria (0.3°); below it the stretch
+    criterion is not corrected on a thick slab, and the uncorrected stretch α is averaged with the corrected flow
+    α (expected None: their mean)."""
+    from stemtomo.align import coarse, twin
+
+    calls: list[bool] = []
+
+    def fixed(*args: object, stretch: bool = True, **kwargs: object) -> tuple[float, float | None]:
+        calls.append(stretch)
+        return 1.0, (-0.4 if stretch else None)
+
+    stretch_alphas: list[float] = []
+    refine = coarse.refine_tilt_axis
+
+    def recorded(*args: object, **kwargs: object) -> tuple[float, np.ndarray]:
+        alpha, scores = refine(*args, **kwargs)  # type: ignore[arg-type]
+        stretch_alphas.append(alpha)
+        return alpha, scores
+
+    monkeypatch.setattr(twin, "twin_corrected_axes", fixed)
+    monkeypatch.setattr(coarse, "refine_tilt_axis", recorded)
+    monkeypatch.setattr(coarse, "STRETCH_ALONE_PX", alone_px)
+    vol, _ = cell_phantom(96, slab, np.random.default_rng(5))
+    lines = (forward_project(torch.tensor(vol), ANGLES, thickness_px=slab) / length_unit_px(96, 96)).float()
+    cfg = AlignConfig(tilt_axis_angle_deg=0.0, axis_search_range_deg=5.0, thickness_px=slab, refine_iterations=0)
+    alpha = coarse_align(lines, ANGLES, cfg).tilt_axis_angle_deg
+    assert calls == [expected is not None or slab < 0.42 * 96]
+    if expected is None:
+        expected = (stretch_alphas[0] + 1.0) / 2
+        assert abs(stretch_alphas[0] - 1.0) < 3.0  # they agree, else the flow α alone
+    assert alpha == pytest.approx(expected, abs=1e-9), (alpha, stretch_alphas)

@@ -9,7 +9,7 @@ aligned frame's v axis, so a criterion's reading on the twin measures its bias a
 range, noise, the data's own axis error), so the correction adds an error of its own. On perfect data (96², slab
 32; a field-wide twin) the flow estimate's error fell from 0.80° to 0.33° (seeds 3/5/7/11/13), the stretch
 criterion's from 1.68°/−0.91°/0.91° to −0.10°/−0.49°/0.10° (seeds 3/5/7). On slabs half the width thick the stretch
-reading of the twin does not help, so only the flow estimate is corrected there
+reading of the twin does not help below 192 px, so only the flow estimate is corrected there
 (:attr:`~stemtomo.align.coarse.AlignConfig.twin_correction`, ``benchmarks/bench_align_axis.py``).
 """
 
